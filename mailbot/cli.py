@@ -1,0 +1,338 @@
+"""The ``mailbot`` command line: entry points for operators.
+
+Settings are loaded once here and passed down. Exit codes follow sysexits:
+0 success, 1 a failed check, 2 usage or configuration error, 75 (EX_TEMPFAIL)
+when ``mailbot ingest`` could not commit a mail, so the MTA keeps it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import mailbox
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from mailbot import __version__, daemon, logsetup, views
+from mailbot import parse as parser
+from mailbot.config import Settings, load_settings, masked
+from mailbot.errors import ConfigError, MailbotError, ParseError, SchemaError
+from mailbot.process import Pipeline
+from mailbot.store import inbox, schema
+from mailbot.store.db import Database
+from mailbot.store.models import InboundStatus, TicketStatus
+
+log = logging.getLogger(__name__)
+
+EX_OK, EX_FAIL, EX_USAGE, EX_TEMPFAIL = 0, 1, 2, 75
+
+
+def _print_json(data: Any, out: TextIO) -> None:
+    json.dump(data, out, indent=2, ensure_ascii=False, default=str)
+    out.write("\n")
+
+
+def _database(settings: Settings, *, check: bool = True) -> Database:
+    db = Database(settings.effective_database_url)
+    if check:
+        schema.check_schema(db)
+    return db
+
+
+# -- run, db, check-config ---------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    return daemon.run(settings)
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    db = _database(settings, check=False)
+    try:
+        if args.db_command == "upgrade":
+            schema.upgrade(db)
+            print(f"database at revision {schema.current_revision(db)}")
+        elif args.db_command == "check":
+            schema.check_schema(db)
+            print(f"database at revision {schema.current_revision(db)} (head)")
+        else:
+            print(f"current: {schema.current_revision(db)}  head: {schema.head_revision(db)}")
+    finally:
+        db.close()
+    return EX_OK
+
+
+def cmd_check_config(args: argparse.Namespace, settings: Settings) -> int:
+    _print_json(masked(settings), sys.stdout)
+    return EX_OK
+
+
+# -- inbox -----------------------------------------------------------------------------
+
+
+def cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
+    db = _database(settings)
+    try:
+        if args.inbox_command == "list":
+            status = InboundStatus(args.status) if args.status else None
+            rows = inbox.list_inbound(db, status=status, limit=args.limit)
+            if args.json:
+                _print_json([views.inbound_summary(r) for r in rows], sys.stdout)
+            else:
+                print(views.inbound_table(rows, inbox.counts(db)))
+            return EX_OK
+        if args.inbox_command == "show":
+            found = inbox.get_inbound(db, args.id)
+            if found is None:
+                print(f"no inbound mail {args.id}", file=sys.stderr)
+                return EX_FAIL
+            summary, raw = found
+            if args.raw:
+                sys.stdout.buffer.write(raw)
+                return EX_OK
+            data = views.inbound_summary(summary)
+            if args.json:
+                _print_json(data, sys.stdout)
+            else:
+                print(views.key_values(data))
+            return EX_OK
+        if not args.ids and not args.all_shunted:
+            print("give inbound ids or --all-shunted", file=sys.stderr)
+            return EX_USAGE
+        count = inbox.requeue(db, args.ids, all_shunted=args.all_shunted)
+        print(f"requeued {count} mail(s); the running daemon will process them")
+        return EX_OK
+    finally:
+        db.close()
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+def _messages(args: argparse.Namespace) -> tuple[int, Iterator[bytes]]:
+    box: mailbox.Mailbox[Any]
+    if args.mbox:
+        box = mailbox.mbox(args.mbox, factory=None, create=False)
+    else:
+        box = mailbox.Maildir(args.maildir, factory=None, create=False)
+    keys = list(box.keys())
+    return len(keys), (box.get_bytes(k) for k in keys)
+
+
+class Progress:
+    """A one-line progress counter on stderr (only when it is a terminal)."""
+
+    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.out = total, label, out
+        self.enabled = out.isatty()
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.2 and done < self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-6)
+        width = 30
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        self.out.write(f"\r{self.label} [{bar}] {done}/{self.total} {rate:.0f}/s")
+        if done >= self.total:
+            self.out.write("\n")
+        self.out.flush()
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    if not (args.mbox or args.maildir):
+        return _ingest_pipe(settings)
+    db = _database(settings)
+    try:
+        total, messages = _messages(args)
+        progress = Progress(total, "accepted")
+        fresh = 0
+        for done, raw in enumerate(messages, 1):
+            accepted = inbox.accept(db, raw, source="import")
+            fresh += not accepted.duplicate
+            progress.update(done)
+        print(f"accepted {fresh} new mail(s), {total - fresh} already known", file=sys.stderr)
+        if args.no_process:
+            return EX_OK
+        pipeline = Pipeline(db, settings)
+        progress = Progress(fresh, "processed")
+        outcomes: dict[str, int] = {}
+        while (result := pipeline.process_next()) is not None:
+            outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+            progress.update(sum(outcomes.values()))
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "nothing to do"
+        print(f"processed: {summary}", file=sys.stderr)
+        return EX_OK
+    finally:
+        db.close()
+
+
+def _ingest_pipe(settings: Settings) -> int:
+    """One mail on stdin (an MTA pipe transport): exit 0 only once it is committed."""
+    raw = sys.stdin.buffer.read()
+    if len(raw) > settings.smtp.max_message_size:
+        print("message too large", file=sys.stderr)
+        return EX_FAIL
+    try:
+        db = _database(settings)
+        try:
+            accepted = inbox.accept(db, raw, source="pipe")
+        finally:
+            db.close()
+    except Exception as exc:  # anything: the MTA must keep the mail and retry
+        log.error(
+            "ingest failed, mail left with the MTA: %s",
+            exc,
+            extra={"action": "ingest_tempfail", "error": type(exc).__name__},
+        )
+        return EX_TEMPFAIL
+    log.info(
+        "accepted inbound %d from pipe",
+        accepted.inbound_id,
+        extra={"action": "inbound_accepted", "inbound_id": accepted.inbound_id, "source": "pipe"},
+    )
+    return EX_OK
+
+
+# -- ticket, mail inspect -------------------------------------------------------------------
+
+
+def cmd_ticket(args: argparse.Namespace, settings: Settings) -> int:
+    db = _database(settings)
+    try:
+        with db.transaction() as session:
+            if args.ticket_command == "list":
+                status = TicketStatus(args.status) if args.status else None
+                rows = views.ticket_rows(session, status=status, limit=args.limit)
+                if args.json:
+                    _print_json(rows, sys.stdout)
+                else:
+                    print(views.ticket_table(rows))
+                return EX_OK
+            data = views.ticket_document(session, args.number)
+        if data is None:
+            print(f"no ticket {args.number}", file=sys.stderr)
+            return EX_FAIL
+        if args.json:
+            _print_json(data, sys.stdout)
+        else:
+            print(views.ticket_text(data))
+        return EX_OK
+    finally:
+        db.close()
+
+
+def cmd_mail_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    raw = Path(args.file).read_bytes()
+    try:
+        msg = parser.parse(raw, settings.parse.limits())
+    except ParseError as exc:
+        data: dict[str, Any] = {"error": f"{type(exc).__name__}: {exc}"}
+        if args.json:
+            _print_json(data, sys.stdout)
+        else:
+            print(data["error"])
+        return EX_FAIL
+    data = views.parsed_document(msg)
+    if args.json:
+        _print_json(data, sys.stdout)
+    else:
+        print(views.key_values({k: v for k, v in data.items() if k != "text"}))
+        print("\n" + data["text"])
+    return EX_OK
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailbot", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="TOML configuration file (default: $MAILBOT_CONFIG)")
+    p.add_argument("--version", action="version", version=f"mailbot {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", help="run the daemon (listeners and pipeline worker)")
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate the database to the current schema")
+    db_sub.add_parser("check", help="exit 1 unless the schema is current")
+    db_sub.add_parser("current", help="print the current and the head revision")
+
+    sub.add_parser("check-config", help="validate and print the effective configuration")
+
+    ib = sub.add_parser("inbox", help="the durable inbox: list, show, retry")
+    ib_sub = ib.add_subparsers(dest="inbox_command", required=True)
+    ib_list = ib_sub.add_parser("list", help="list inbound mail, newest first")
+    ib_list.add_argument("--status", choices=[s.value for s in InboundStatus])
+    ib_list.add_argument("--limit", type=int, default=50)
+    ib_list.add_argument("--json", action="store_true")
+    ib_show = ib_sub.add_parser("show", help="show one inbound mail and its error")
+    ib_show.add_argument("id", type=int)
+    ib_show.add_argument("--json", action="store_true")
+    ib_show.add_argument("--raw", action="store_true", help="write the raw mail to stdout")
+    ib_retry = ib_sub.add_parser("retry", help="send quarantined mail through the pipeline again")
+    ib_retry.add_argument("ids", type=int, nargs="*")
+    ib_retry.add_argument("--all-shunted", action="store_true", help="every quarantined mail")
+
+    ing = sub.add_parser("ingest", help="read one mail from stdin, or import an mbox or Maildir")
+    src = ing.add_mutually_exclusive_group()
+    src.add_argument("--mbox", help="import every mail of this mbox file")
+    src.add_argument("--maildir", help="import every mail of this Maildir")
+    ing.add_argument(
+        "--no-process", action="store_true", help="only accept; leave processing to the daemon"
+    )
+
+    tk = sub.add_parser("ticket", help="tickets: list, show")
+    tk_sub = tk.add_subparsers(dest="ticket_command", required=True)
+    tk_list = tk_sub.add_parser("list", help="list tickets, newest first")
+    tk_list.add_argument("--status", choices=[s.value for s in TicketStatus])
+    tk_list.add_argument("--limit", type=int, default=50)
+    tk_list.add_argument("--json", action="store_true")
+    tk_show = tk_sub.add_parser("show", help="a ticket with its messages, history, attachments")
+    tk_show.add_argument("number", type=int)
+    tk_show.add_argument("--json", action="store_true")
+
+    mail = sub.add_parser("mail", help="look at a mail file")
+    mail_sub = mail.add_subparsers(dest="mail_command", required=True)
+    insp = mail_sub.add_parser("inspect", help="print what the parser sees in a mail file")
+    insp.add_argument("file")
+    insp.add_argument("--json", action="store_true")
+    return p
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "run": cmd_run,
+    "db": cmd_db,
+    "check-config": cmd_check_config,
+    "inbox": cmd_inbox,
+    "ingest": cmd_ingest,
+    "ticket": cmd_ticket,
+    "mail": cmd_mail_inspect,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else EX_USAGE
+    logsetup.configure(settings.log_level, settings.log_format)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except SchemaError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL if args.command == "ingest" else EX_FAIL
+    except MailbotError as exc:
+        print(f"mailbot: {exc}", file=sys.stderr)
+        return EX_FAIL

@@ -1,0 +1,165 @@
+"""The SMTP and LMTP listener: one aiosmtpd handler served both ways.
+
+A ``250`` is given only after ``inbox.accept`` has committed the raw bytes.
+Any internal error answers ``451`` so that the sending MTA keeps the mail and
+retries (aiosmtpd's default would be ``500``, which makes senders give up).
+Recipients that are not ours get ``550`` at RCPT: never an open relay. Mail
+above the size limit gets ``552`` from aiosmtpd's ``data_size_limit``.
+LMTP answers one status line per accepted recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailbot.store import inbox
+from mailbot.store.db import Database
+
+log = logging.getLogger(__name__)
+
+REPLY_250_OK = "250 2.0.0 OK: queued as {id}"
+REPLY_250_RCPT_OK = "250 2.1.5 OK"
+REPLY_250_LMTP_DELIVERED = "250 2.0.0 <{rcpt}> delivered as {id}"
+REPLY_451_TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
+REPLY_452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+REPLY_550_NO_MAILBOX = "550 5.1.1 <{rcpt}>: recipient is not a mailbox of ours"
+REPLY_553_BAD_ADDRESS = "553 5.1.3 Bad recipient address syntax"
+
+#: Lines longer than RFC 5321's 1000 octets are common in real mail; refusing
+#: them would bounce a customer's message, so the limit is raised.
+LINE_LENGTH_LIMIT = 64 * 1024
+
+_PLUS = re.compile(r"^(?P<local>[^+@]+)\+[^@]*@(?P<domain>.+)$")
+
+
+class _SMTP(SMTP):
+    line_length_limit = LINE_LENGTH_LIMIT
+
+
+class _LMTP(LMTP):
+    line_length_limit = LINE_LENGTH_LIMIT
+
+
+class InboxHandler:
+    """The aiosmtpd handler: validates recipients and commits mail to the inbox."""
+
+    def __init__(
+        self,
+        db: Database,
+        our_addresses: frozenset[str],
+        *,
+        max_recipients: int = 100,
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.our_addresses = frozenset(a.lower() for a in our_addresses)
+        self.max_recipients = max_recipients
+        self.on_accepted = on_accepted
+
+    def is_ours(self, address: str) -> bool:
+        """Our support address or an alias, also with a ``+tag`` in its local part."""
+        address = address.strip().lower()
+        if address in self.our_addresses:
+            return True
+        plus = _PLUS.match(address)
+        return bool(plus and f"{plus['local']}@{plus['domain']}" in self.our_addresses)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if any(c in address for c in "\r\n\x00"):
+            return REPLY_553_BAD_ADDRESS
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return REPLY_452_TOO_MANY_RECIPIENTS
+        if not self.is_ours(address):
+            log.info(
+                "refused recipient %r",
+                address,
+                extra={"action": "smtp_recipient_refused", "peer": str(session.peer)},
+            )
+            return REPLY_550_NO_MAILBOX.format(rcpt=address)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return REPLY_250_RCPT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        if raw is None:
+            raw = envelope.content if isinstance(envelope.content, bytes) else b""
+        source = "lmtp" if isinstance(server, LMTP) else "smtp"
+        accepted = await asyncio.to_thread(
+            inbox.accept,
+            self.db,
+            bytes(raw),
+            source=source,
+            envelope_from=envelope.mail_from or "",
+            envelope_to=list(envelope.rcpt_tos),
+        )
+        log.info(
+            "accepted inbound %d over %s%s",
+            accepted.inbound_id,
+            source,
+            " (duplicate)" if accepted.duplicate else "",
+            extra={
+                "action": "inbound_duplicate" if accepted.duplicate else "inbound_accepted",
+                "inbound_id": accepted.inbound_id,
+                "source": source,
+                "size": len(raw),
+            },
+        )
+        if self.on_accepted is not None and not accepted.duplicate:
+            self.on_accepted()
+        if source == "lmtp":
+            return "\r\n".join(
+                REPLY_250_LMTP_DELIVERED.format(rcpt=r, id=accepted.inbound_id)
+                for r in envelope.rcpt_tos
+            )
+        return REPLY_250_OK.format(id=accepted.inbound_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error(
+            "SMTP session failed: %s",
+            error,
+            exc_info=error,
+            extra={"action": "smtp_error", "error": type(error).__name__},
+        )
+        return REPLY_451_TRY_LATER
+
+
+async def serve(
+    handler: InboxHandler,
+    *,
+    host: str,
+    port: int,
+    lmtp: bool = False,
+    max_message_size: int,
+    hostname: str = "",
+    idle_timeout: float = 120,
+) -> asyncio.Server:
+    """Start an SMTP (or LMTP) server on ``host:port`` in the running loop."""
+    protocol = _LMTP if lmtp else _SMTP
+    kwargs: dict[str, Any] = {
+        "data_size_limit": max_message_size,
+        "enable_SMTPUTF8": True,
+        "decode_data": False,
+        "hostname": hostname or None,
+        "ident": "mailbot",
+        "timeout": idle_timeout,
+    }
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: protocol(handler, loop=loop, **kwargs), host, port)
+    log.info(
+        "%s listening on %s:%d",
+        "LMTP" if lmtp else "SMTP",
+        host,
+        port,
+        extra={"action": "listener_started", "protocol": "lmtp" if lmtp else "smtp"},
+    )
+    return server

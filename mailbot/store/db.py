@@ -1,0 +1,106 @@
+"""Engine and session factory, and the ``transaction()`` context manager."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session, create_engine
+
+from mailbot.errors import StorageUnavailableError
+
+log = logging.getLogger(__name__)
+
+#: How long a SQLite writer waits for the lock before giving up, in ms.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Create the engine for ``url``; SQLite files get WAL mode and a busy timeout.
+
+    On SQLite, WAL with ``synchronous=NORMAL`` keeps every committed
+    transaction across a process crash (only an OS crash or power loss can
+    lose the last commits); the raw mail is ours once the commit returns.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Take the write lock at BEGIN: no deadlock between two upgrading readers.
+        event.listen(
+            engine,
+            "begin",
+            lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"),
+        )
+
+        @event.listens_for(engine, "connect")
+        def _no_pysqlite_begin(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class Database:
+    """The one handle the rest of mailbot holds: an engine and its transactions."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size=pool_size)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @property
+    def display_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        return transaction(self.engine)
+
+    def ping(self) -> None:
+        """Raise StorageUnavailableError unless the database answers."""
+        with self.transaction() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session whose work commits on a clean exit and rolls back on any error.
+
+    Connection-level failures become ``StorageUnavailableError`` so that
+    callers can answer "try later" without knowing SQLAlchemy.
+    """
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+    except OperationalError as exc:
+        raise StorageUnavailableError(f"database unavailable: {exc.orig!r}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StorageUnavailableError(f"database connection lost: {exc.orig!r}") from exc
+        raise

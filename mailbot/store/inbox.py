@@ -1,0 +1,357 @@
+"""The durable inbound queue: accept, claim, complete, retry, shunt, recover.
+
+A mail is ours once ``accept`` returns: its raw bytes are committed. Every
+later failure leaves a row an operator can see and retry. The lifecycle is
+``received -> processing -> done`` or ``-> shunted`` (quarantine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Update, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from mailbot.headers import extract_message_id, message_id_key
+from mailbot.store.db import Database
+from mailbot.store.models import Inbound, InboundStatus
+from mailbot.store.types import utcnow
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Stored errors are capped so that a pathological traceback cannot bloat a row.
+MAX_ERROR_CHARS = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    inbound_id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboundItem:
+    """A claimed inbound row, detached from any session."""
+
+    id: int
+    raw: bytes
+    source: str
+    envelope_from: str
+    envelope_to: tuple[str, ...]
+    attempts: int
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSummary:
+    id: int
+    status: InboundStatus
+    source: str
+    message_id: str | None
+    envelope_from: str
+    envelope_to: tuple[str, ...]
+    size: int
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+    ticket_id: int | None
+    last_error: str | None
+
+
+def dedupe_key(raw: bytes) -> tuple[str, str, str | None]:
+    """(dedupe key, sha256 of the bytes, normalised Message-ID) of a raw mail."""
+    digest = hashlib.sha256(raw).hexdigest()
+    message_id = extract_message_id(raw)
+    key = f"mid:{message_id_key(message_id)}" if message_id else f"raw:{digest}"
+    return key, digest, message_id
+
+
+def accept(
+    db: Database,
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str = "",
+    envelope_to: Sequence[str] = (),
+    clock: Clock = utcnow,
+) -> Accepted:
+    """Commit the raw mail to the inbox; a mail seen before is a no-op success.
+
+    Raises StorageUnavailableError (a TransientError) when the database cannot
+    take it; the caller must then answer "try again later".
+    """
+    key, digest, message_id = dedupe_key(raw)
+    values = {
+        "raw": raw,
+        "size": len(raw),
+        "sha256": digest,
+        "dedupe_key": key,
+        "message_id": message_id,
+        "envelope_from": envelope_from.replace("\x00", ""),
+        "envelope_to": [r.replace("\x00", "") for r in envelope_to],
+        "source": source,
+        "status": InboundStatus.received.value,
+        "attempts": 0,
+        "received_at": clock(),
+    }
+    insert = postgresql.insert if db.is_postgres else sqlite.insert
+    stmt = (
+        insert(Inbound)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(col(Inbound.id))
+    )
+    with db.transaction() as session:
+        new_id = session.execute(stmt).scalar_one_or_none()
+        if new_id is not None:
+            return Accepted(inbound_id=new_id, duplicate=False)
+        existing = session.execute(
+            select(col(Inbound.id)).where(col(Inbound.dedupe_key) == key)
+        ).scalar_one()
+        return Accepted(inbound_id=existing, duplicate=True)
+
+
+def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:
+    """Take the oldest ready row for processing, or None when there is none.
+
+    On PostgreSQL the row is locked with ``FOR UPDATE SKIP LOCKED`` so that
+    several workers (or hosts) never take the same mail; SQLite serialises
+    writers with ``BEGIN IMMEDIATE``.
+    """
+    now = clock()
+    ready = (
+        select(col(Inbound.id))
+        .where(
+            col(Inbound.status) == InboundStatus.received.value,
+            or_(col(Inbound.next_attempt_at).is_(None), col(Inbound.next_attempt_at) <= now),
+        )
+        .order_by(col(Inbound.id))
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(Inbound)
+        .where(col(Inbound.id) == ready)
+        .values(
+            status=InboundStatus.processing.value,
+            claimed_at=now,
+            attempts=col(Inbound.attempts) + 1,
+        )
+        .returning(
+            col(Inbound.id),
+            col(Inbound.raw),
+            col(Inbound.source),
+            col(Inbound.envelope_from),
+            col(Inbound.envelope_to),
+            col(Inbound.attempts),
+            col(Inbound.received_at),
+        )
+    )
+    with db.transaction() as session:
+        row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    return InboundItem(
+        id=row[0],
+        raw=row[1],
+        source=row[2],
+        envelope_from=row[3],
+        envelope_to=tuple(row[4] or ()),
+        attempts=row[5],
+        received_at=row[6],
+    )
+
+
+def mark_done(
+    session: Session, inbound_id: int, *, ticket_id: int | None, clock: Clock = utcnow
+) -> None:
+    """Mark a row processed, inside the transaction that stored its effects."""
+    session.execute(
+        update(Inbound)
+        .where(col(Inbound.id) == inbound_id)
+        .values(
+            status=InboundStatus.done.value,
+            processed_at=clock(),
+            ticket_id=ticket_id,
+            last_error=None,
+            next_attempt_at=None,
+        )
+    )
+
+
+def _rowcount(session: Session, stmt: Update) -> int:
+    result = cast("CursorResult[Any]", session.execute(stmt))
+    return int(result.rowcount)
+
+
+def _cap(error: str) -> str:
+    return error.replace("\x00", "")[:MAX_ERROR_CHARS]
+
+
+def shunt(db: Database, inbound_id: int, error: str, *, clock: Clock = utcnow) -> None:
+    """Quarantine a row with the reason; an operator can retry it later."""
+    with db.transaction() as session:
+        session.execute(
+            update(Inbound)
+            .where(col(Inbound.id) == inbound_id)
+            .values(
+                status=InboundStatus.shunted.value,
+                last_error=_cap(error),
+                processed_at=clock(),
+                next_attempt_at=None,
+            )
+        )
+
+
+def retry_later(
+    db: Database, inbound_id: int, error: str, *, delay: timedelta, clock: Clock = utcnow
+) -> None:
+    """Put a row back in the queue after a temporary failure."""
+    with db.transaction() as session:
+        session.execute(
+            update(Inbound)
+            .where(col(Inbound.id) == inbound_id)
+            .values(
+                status=InboundStatus.received.value,
+                last_error=_cap(error),
+                next_attempt_at=clock() + delay,
+            )
+        )
+
+
+def recover_stale(
+    db: Database,
+    *,
+    lease: timedelta | None,
+    max_attempts: int,
+    clock: Clock = utcnow,
+) -> tuple[int, int]:
+    """Take back claims left by a dead worker; returns (requeued, shunted).
+
+    ``lease=None`` takes back every claim (a SQLite database has one daemon,
+    so at its start-up no claim can be alive). A row whose claims keep dying
+    with the worker is quarantined after ``max_attempts``.
+    """
+    now = clock()
+    stale = [col(Inbound.status) == InboundStatus.processing.value]
+    if lease is not None:
+        stale.append(col(Inbound.claimed_at) < now - lease)
+    with db.transaction() as session:
+        shunted = _rowcount(
+            session,
+            update(Inbound)
+            .where(*stale, col(Inbound.attempts) >= max_attempts)
+            .values(
+                status=InboundStatus.shunted.value,
+                last_error="the worker stopped while processing this mail, "
+                f"{max_attempts} times: quarantined",
+                processed_at=now,
+            ),
+        )
+        requeued = _rowcount(
+            session,
+            update(Inbound)
+            .where(*stale)
+            .values(status=InboundStatus.received.value, claimed_at=None),
+        )
+    if requeued or shunted:
+        log.warning(
+            "recovered %d stale claims, quarantined %d",
+            requeued,
+            shunted,
+            extra={"action": "inbound_recovered", "requeued": requeued, "shunted": shunted},
+        )
+    return requeued, shunted
+
+
+def requeue(db: Database, ids: Sequence[int] = (), *, all_shunted: bool = False) -> int:
+    """Send quarantined (or given) rows back through the pipeline; returns the count."""
+    conditions = []
+    if all_shunted:
+        conditions.append(col(Inbound.status) == InboundStatus.shunted.value)
+    if ids:
+        conditions.append(col(Inbound.id).in_(list(ids)))
+        conditions.append(col(Inbound.status) != InboundStatus.processing.value)
+    if not conditions:
+        return 0
+    with db.transaction() as session:
+        return _rowcount(
+            session,
+            update(Inbound)
+            .where(*conditions)
+            .values(
+                status=InboundStatus.received.value,
+                attempts=0,
+                next_attempt_at=None,
+                claimed_at=None,
+            ),
+        )
+
+
+_SUMMARY_COLUMNS = (
+    col(Inbound.id),
+    col(Inbound.status),
+    col(Inbound.source),
+    col(Inbound.message_id),
+    col(Inbound.envelope_from),
+    col(Inbound.envelope_to),
+    col(Inbound.size),
+    col(Inbound.attempts),
+    col(Inbound.received_at),
+    col(Inbound.processed_at),
+    col(Inbound.ticket_id),
+    col(Inbound.last_error),
+)
+
+
+def _summary(row: Sequence[object]) -> InboundSummary:
+    return InboundSummary(
+        id=row[0],  # type: ignore[arg-type]
+        status=InboundStatus(row[1]),  # type: ignore[arg-type]
+        source=row[2],  # type: ignore[arg-type]
+        message_id=row[3],  # type: ignore[arg-type]
+        envelope_from=row[4],  # type: ignore[arg-type]
+        envelope_to=tuple(row[5] or ()),  # type: ignore[arg-type]
+        size=row[6],  # type: ignore[arg-type]
+        attempts=row[7],  # type: ignore[arg-type]
+        received_at=row[8],  # type: ignore[arg-type]
+        processed_at=row[9],  # type: ignore[arg-type]
+        ticket_id=row[10],  # type: ignore[arg-type]
+        last_error=row[11],  # type: ignore[arg-type]
+    )
+
+
+def list_inbound(
+    db: Database, *, status: InboundStatus | None = None, limit: int = 50
+) -> list[InboundSummary]:
+    stmt = select(*_SUMMARY_COLUMNS).order_by(col(Inbound.id).desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(col(Inbound.status) == status.value)
+    with db.transaction() as session:
+        return [_summary(row) for row in session.execute(stmt).all()]
+
+
+def get_inbound(db: Database, inbound_id: int) -> tuple[InboundSummary, bytes] | None:
+    stmt = select(*_SUMMARY_COLUMNS, col(Inbound.raw)).where(col(Inbound.id) == inbound_id)
+    with db.transaction() as session:
+        row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    return _summary(row[:-1]), row[-1]
+
+
+def counts(db: Database) -> dict[InboundStatus, int]:
+    """How many rows are in each state."""
+    stmt = select(col(Inbound.status), func.count()).group_by(col(Inbound.status))
+    with db.transaction() as session:
+        found = {InboundStatus(s): n for s, n in session.execute(stmt).all()}
+    return {status: found.get(status, 0) for status in InboundStatus}

@@ -1,0 +1,228 @@
+"""The tables, and only the tables.
+
+No ``from __future__ import annotations`` here: SQLModel reads the annotations
+at runtime. Timestamps end in ``_at``, are timezone-aware UTC, and state
+columns are ``StrEnum`` values stored as short strings.
+"""
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, String, Text
+from sqlmodel import Field, SQLModel
+
+from mailbot.store.types import UTCDateTime, utcnow
+
+
+class TicketStatus(enum.StrEnum):
+    new = "new"
+    assigned = "assigned"
+    in_progress = "in_progress"
+    pending = "pending"
+    resolved = "resolved"
+    closed = "closed"
+    reopened = "reopened"
+
+
+class Priority(enum.StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+class TicketSource(enum.StrEnum):
+    web = "web"
+    email = "email"
+    chat = "chat"
+    api = "api"
+
+
+class AuthorType(enum.StrEnum):
+    user = "user"
+    support = "support"
+    system = "system"
+
+
+class Direction(enum.StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+
+
+class AgentRole(enum.StrEnum):
+    agent = "agent"
+    manager = "manager"
+    admin = "admin"
+
+
+class InboundStatus(enum.StrEnum):
+    received = "received"
+    processing = "processing"
+    done = "done"
+    shunted = "shunted"
+
+
+class OutboundStatus(enum.StrEnum):
+    pending = "pending"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    language: str | None = Field(default=None, max_length=8)
+    created_at: datetime = _ts()
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agent"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    role: AgentRole = Field(default=AgentRole.agent, sa_type=String(16))
+    skills: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    time_zone: str = Field(default="UTC", max_length=64)
+    working_hours: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    active: bool = Field(default=True)
+    created_at: datetime = _ts()
+
+
+class Ticket(SQLModel, table=True):
+    __tablename__ = "ticket"
+    __table_args__ = (Index("ix_ticket_status_priority", "status", "priority"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)
+    subject: str = Field(default="", sa_type=Text)
+    description: str = Field(default="", sa_type=Text)
+    status: TicketStatus = Field(default=TicketStatus.new, sa_type=String(16))
+    priority: Priority = Field(default=Priority.medium, sa_type=String(16))
+    category: str | None = Field(default=None, max_length=64)
+    subcategory: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    resolved_at: datetime | None = _ts(nullable=True)
+    closed_at: datetime | None = _ts(nullable=True)
+    first_response_at: datetime | None = _ts(nullable=True)
+    sla_first_response_due_at: datetime | None = _ts(nullable=True)
+    sla_resolution_due_at: datetime | None = _ts(nullable=True)
+    requester_id: int | None = Field(default=None, foreign_key="customer.id", index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    source: TicketSource = Field(default=TicketSource.email, sa_type=String(8))
+    merged_into_id: int | None = Field(default=None, foreign_key="ticket.id")
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
+    author_email: str = Field(default="", max_length=320)
+    author_name: str = Field(default="", max_length=200)
+    author_type: AuthorType = Field(default=AuthorType.user, sa_type=String(8))
+    internal: bool = Field(default=False)
+    direction: Direction = Field(default=Direction.inbound, sa_type=String(8))
+    subject: str = Field(default="", sa_type=Text)
+    message_id: str | None = Field(default=None, sa_type=Text)
+    message_id_key: str | None = Field(default=None, max_length=64, index=True)
+    in_reply_to: str = Field(default="", sa_type=Text)
+    references: str = Field(default="", sa_type=Text)
+    text_body: str = Field(default="", sa_type=Text)
+    html_body: str | None = Field(default=None, sa_type=Text)
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+
+
+class History(SQLModel, table=True):
+    __tablename__ = "history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    field: str = Field(max_length=64)
+    old_value: str | None = Field(default=None, sa_type=Text)
+    new_value: str | None = Field(default=None, sa_type=Text)
+    actor: str = Field(default="system", max_length=320)
+    created_at: datetime = _ts()
+
+
+class Attachment(SQLModel, table=True):
+    __tablename__ = "attachment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True)
+    file_name: str = Field(max_length=255)
+    size: int
+    content_type: str = Field(max_length=255)
+    storage_key: str = Field(max_length=64, index=True)
+    content_id: str | None = Field(default=None, max_length=255)
+    inline: bool = Field(default=False)
+
+
+class Inbound(SQLModel, table=True):
+    """One raw mail as it was received: the durable inbox."""
+
+    __tablename__ = "inbound"
+    __table_args__ = (Index("ix_inbound_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int = Field(default=0)
+    sha256: str = Field(max_length=64, index=True)
+    dedupe_key: str = Field(max_length=80, unique=True)
+    message_id: str | None = Field(default=None, sa_type=Text)
+    envelope_from: str = Field(default="", sa_type=Text)
+    envelope_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    source: str = Field(max_length=64)
+    status: InboundStatus = Field(default=InboundStatus.received, sa_type=String(16))
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    received_at: datetime = _ts()
+    claimed_at: datetime | None = _ts(nullable=True)
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    processed_at: datetime | None = _ts(nullable=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id")
+
+
+class Outbound(SQLModel, table=True):
+    """One outgoing mail, written in the transaction that caused it."""
+
+    __tablename__ = "outbound"
+    __table_args__ = (Index("ix_outbound_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    message_id: str = Field(max_length=255, unique=True)
+    sender: str = Field(max_length=320)
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: OutboundStatus = Field(default=OutboundStatus.pending, sa_type=String(16))
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _ts()
+    next_attempt_at: datetime | None = _ts(nullable=True)
+    sent_at: datetime | None = _ts(nullable=True)
+
+
+class Counter(SQLModel, table=True):
+    """Named sequences that must not skip or repeat (ticket numbers)."""
+
+    __tablename__ = "counter"
+    name: str = Field(primary_key=True, max_length=32)
+    value: int = Field(default=0)
