@@ -87,6 +87,17 @@ class ParseSettings(_Section):
 class OutgoingSettings(_Section):
     relay_host: str = Field("", description="SMTP relay for outgoing mail; empty writes a Maildir.")
     relay_port: int = Field(25, ge=1, le=65535, description="Port of the SMTP relay.")
+    relay_tls: Literal["none", "starttls", "tls"] = Field(
+        "none", description="TLS to the relay: none, STARTTLS (required), or implicit TLS."
+    )
+    relay_username: str = Field("", description="User for SMTP AUTH at the relay; empty for none.")
+    relay_password_file: str = Field(
+        "", description="File holding the relay password (never the password itself)."
+    )
+    relay_timeout: int = Field(60, gt=0, description="Seconds before a relay conversation fails.")
+    retry_hours: int = Field(
+        48, gt=0, description="How long temporary failures are retried before giving up."
+    )
     maildir: str = Field(
         "", description="Maildir for outgoing mail when no relay is set; default DATA_DIR/outgoing."
     )

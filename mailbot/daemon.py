@@ -1,6 +1,7 @@
 """The composition root: builds everything from Settings and runs it.
 
-One asyncio process: the SMTP and LMTP listeners and the pipeline worker.
+One asyncio process: the SMTP and LMTP listeners, the pipeline worker and the
+outbox sender.
 On SIGTERM or SIGINT it stops intake first, lets the worker finish the message
 in hand, and returns 0.
 """
@@ -12,13 +13,15 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from mailbot.config import Settings
 from mailbot.errors import TransientError
 from mailbot.ingest.smtp import InboxHandler, serve
 from mailbot.process import Pipeline
-from mailbot.store import inbox, schema
+from mailbot.sender import Sender, make_transport
+from mailbot.store import inbox, outbox, schema
 from mailbot.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,16 @@ class Daemon:
         self.settings = settings
         self.db = Database(settings.effective_database_url)
         self.pipeline = Pipeline(self.db, settings)
+        self.sender = Sender(
+            self.db,
+            make_transport(settings.outgoing, settings.outgoing_maildir),
+            retry_period=timedelta(hours=settings.outgoing.retry_hours),
+        )
+        self.lease = settings.inbox.lease_seconds
+        self.last_recovery = self.last_outbox_recovery = time.monotonic()
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
+        self.wake_sender = asyncio.Event()
         self.servers: list[asyncio.Server] = []
 
     def recover(self) -> None:
@@ -49,6 +60,7 @@ class Daemon:
             else timedelta(seconds=self.settings.inbox.lease_seconds)
         )
         inbox.recover_stale(self.db, lease=lease, max_attempts=self.settings.inbox.max_attempts)
+        self.last_recovery = time.monotonic()
 
     async def start_listeners(self) -> None:
         handler = InboxHandler(
@@ -82,36 +94,48 @@ class Daemon:
                 )
             )
 
-    async def work(self) -> None:
-        """Process the inbox until asked to stop; a message in hand is finished."""
+    def process_step(self) -> object | None:
+        result = self.pipeline.process_next()
+        if self.db.is_postgres and time.monotonic() - self.last_recovery > self.lease / 2:
+            self.recover()
+        return result
+
+    def send_step(self) -> object | None:
+        if time.monotonic() - self.last_outbox_recovery > self.lease / 2:
+            outbox.recover_stale(self.db, lease=timedelta(seconds=self.lease))
+            self.last_outbox_recovery = time.monotonic()
+        return self.sender.deliver_next()
+
+    async def loop(self, name: str, step: Callable[[], object | None], wake: asyncio.Event) -> None:
+        """Run ``step`` in a thread until asked to stop; the item in hand is finished.
+
+        A None result means nothing was due: sleep until woken or the poll
+        interval passes. A TransientError (the database is away) backs off.
+        """
         backoff = 1.0
-        lease = self.settings.inbox.lease_seconds
-        last_recovery = time.monotonic()
         while not self.stopping.is_set():
             try:
-                result = await asyncio.to_thread(self.pipeline.process_next)
-                if self.db.is_postgres and time.monotonic() - last_recovery > lease / 2:
-                    await asyncio.to_thread(self.recover)
-                    last_recovery = time.monotonic()
+                result = await asyncio.to_thread(step)
                 backoff = 1.0
             except TransientError as exc:
                 log.warning(
-                    "worker waiting %.0fs: %s",
+                    "%s waiting %.0fs: %s",
+                    name,
                     backoff,
                     exc,
-                    extra={"action": "worker_backoff", "error": type(exc).__name__},
+                    extra={"action": "worker_backoff", "worker": name, "error": type(exc).__name__},
                 )
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             if result is None:
-                self.wake.clear()
-                await self._sleep(self.settings.inbox.poll_seconds, wakeable=True)
+                wake.clear()
+                await self._sleep(self.settings.inbox.poll_seconds, wake=wake)
 
-    async def _sleep(self, seconds: float, *, wakeable: bool = False) -> None:
+    async def _sleep(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
         waits = [asyncio.ensure_future(self.stopping.wait())]
-        if wakeable:
-            waits.append(asyncio.ensure_future(self.wake.wait()))
+        if wake is not None:
+            waits.append(asyncio.ensure_future(wake.wait()))
         _, pending = await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
         for task in pending:
             task.cancel()
@@ -122,7 +146,10 @@ class Daemon:
             loop.add_signal_handler(sig, self.stopping.set)
         await asyncio.to_thread(schema.check_schema, self.db)
         await asyncio.to_thread(self.recover)
-        worker = asyncio.create_task(self.work(), name="pipeline-worker")
+        workers = [
+            asyncio.create_task(self.loop("pipeline", self.process_step, self.wake)),
+            asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),
+        ]
         try:
             await self.start_listeners()
             log.info(
@@ -131,9 +158,10 @@ class Daemon:
                 extra={"action": "daemon_started"},
             )
             stop = asyncio.ensure_future(self.stopping.wait())
-            await asyncio.wait([stop, worker], return_when="FIRST_COMPLETED")
-            if worker.done():
-                worker.result()  # a crashed worker stops the daemon, loudly
+            await asyncio.wait([stop, *workers], return_when="FIRST_COMPLETED")
+            for worker in workers:
+                if worker.done():
+                    worker.result()  # a crashed worker stops the daemon, loudly
         finally:
             self.stopping.set()
             log.info("stopping: intake closed", extra={"action": "daemon_stopping"})
@@ -142,7 +170,7 @@ class Daemon:
             for server in self.servers:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), timeout=5)
-            await worker
+            await asyncio.gather(*workers)
             self.db.close()
             log.info("stopped", extra={"action": "daemon_stopped"})
         return 0
