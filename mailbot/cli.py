@@ -8,6 +8,7 @@ when ``mailbot ingest`` could not commit a mail, so the MTA keeps it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import mailbox
@@ -113,14 +114,22 @@ def cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
 # -- ingest ------------------------------------------------------------------------------
 
 
-def _messages(args: argparse.Namespace) -> tuple[int, Iterator[bytes]]:
+@contextlib.contextmanager
+def _mailbox(args: argparse.Namespace) -> Iterator[tuple[int, Iterator[bytes]]]:
+    """The mails of ``--mbox`` or ``--maildir`` as raw bytes, closed afterwards."""
     box: mailbox.Mailbox[Any]
-    if args.mbox:
-        box = mailbox.mbox(args.mbox, factory=None, create=False)
-    else:
-        box = mailbox.Maildir(args.maildir, factory=None, create=False)
-    keys = list(box.keys())
-    return len(keys), (box.get_bytes(k) for k in keys)
+    try:
+        if args.mbox:
+            box = mailbox.mbox(args.mbox, factory=None, create=False)
+        else:
+            box = mailbox.Maildir(args.maildir, factory=None, create=False)
+        keys = list(box.keys())
+    except (mailbox.NoSuchMailboxError, OSError) as exc:
+        raise MailbotError(f"cannot read {args.mbox or args.maildir}: {exc}") from exc
+    try:
+        yield len(keys), (box.get_bytes(k) for k in keys)
+    finally:
+        box.close()
 
 
 class Progress:
@@ -152,13 +161,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return _ingest_pipe(settings)
     db = _database(settings)
     try:
-        total, messages = _messages(args)
-        progress = Progress(total, "accepted")
         fresh = 0
-        for done, raw in enumerate(messages, 1):
-            accepted = inbox.accept(db, raw, source="import")
-            fresh += not accepted.duplicate
-            progress.update(done)
+        with _mailbox(args) as (total, messages):
+            progress = Progress(total, "accepted")
+            for done, raw in enumerate(messages, 1):
+                accepted = inbox.accept(db, raw, source="import")
+                fresh += not accepted.duplicate
+                progress.update(done)
         print(f"accepted {fresh} new mail(s), {total - fresh} already known", file=sys.stderr)
         if args.no_process:
             return EX_OK

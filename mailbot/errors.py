@@ -5,6 +5,7 @@ Names say what the caller should do::
     MailbotError
      ├── ConfigError              the configuration is invalid: fix it, then start again
      ├── SchemaError              the database is not at the code's schema: run `mailbot db upgrade`
+     ├── ClaimLostError           another worker owns this inbox row now: drop the work
      ├── TransientError           retry later (database down, disk full, ...)
      │    └── StorageUnavailableError
      └── PermanentError           this input will never work: quarantine it
@@ -28,6 +29,10 @@ class ConfigError(MailbotError):
 
 class SchemaError(MailbotError):
     """The database schema is not the one this code needs."""
+
+
+class ClaimLostError(MailbotError):
+    """The inbox row was taken back from this worker (its lease expired)."""
 
 
 class TransientError(MailbotError):

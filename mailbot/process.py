@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from mailbot import parse as parser
 from mailbot.config import Settings
-from mailbot.errors import PermanentError, TransientError
+from mailbot.errors import ClaimLostError, PermanentError, TransientError
 from mailbot.message import ParsedMessage
 from mailbot.store import inbox, tickets
 from mailbot.store.blobs import BlobStore
@@ -42,7 +42,7 @@ class Processed:
     """What happened to one inbound row."""
 
     inbound_id: int
-    outcome: str  # "created" | "appended" | "retry" | "quarantined"
+    outcome: str  # "created" | "appended" | "retry" | "quarantined" | "claim-lost"
     ticket_number: int | None = None
     error: str | None = None
 
@@ -75,6 +75,14 @@ class Pipeline:
     def process(self, item: InboundItem) -> Processed:
         try:
             stored = self._handle(item)
+        except ClaimLostError as exc:
+            log.warning(
+                "inbound %d dropped: %s",
+                item.id,
+                exc,
+                extra={"action": "inbound_claim_lost", "inbound_id": item.id},
+            )
+            return Processed(item.id, "claim-lost", error=str(exc))
         except TransientError as exc:
             return self._failed(item, exc, transient=True)
         except Exception as exc:  # the per-message boundary: quarantine, go on
@@ -176,7 +184,10 @@ class Pipeline:
                     content_id=attachment.content_id,
                     inline=attachment.inline,
                 )
-            inbox.mark_done(session, item.id, ticket_id=ticket.id, clock=self.clock)
+            if not inbox.mark_done(
+                session, item.id, ticket_id=ticket.id, claim=item.attempts, clock=self.clock
+            ):
+                raise ClaimLostError(f"inbound {item.id} was claimed again by another worker")
             return _Stored(ticket.id, ticket.number, created)
 
     def _failed(self, item: InboundItem, exc: BaseException, *, transient: bool) -> Processed:
@@ -188,7 +199,9 @@ class Pipeline:
                 delay = timedelta(
                     seconds=self.settings.inbox.retry_seconds * 2 ** (item.attempts - 1)
                 )
-                inbox.retry_later(self.db, item.id, error, delay=delay, clock=self.clock)
+                inbox.retry_later(
+                    self.db, item.id, error, delay=delay, claim=item.attempts, clock=self.clock
+                )
                 log.warning(
                     "inbound %d failed, retry in %s: %s",
                     item.id,
@@ -197,7 +210,7 @@ class Pipeline:
                     extra={"action": "inbound_retry", **extra},
                 )
                 return Processed(item.id, "retry", error=error)
-            inbox.shunt(self.db, item.id, error, clock=self.clock)
+            inbox.shunt(self.db, item.id, error, claim=item.attempts, clock=self.clock)
         except TransientError:
             # The database itself is gone: the claim stays and recovery takes it back.
             log.exception(

@@ -93,15 +93,30 @@ class InboxHandler:
         raw = envelope.original_content
         if raw is None:
             raw = envelope.content if isinstance(envelope.content, bytes) else b""
-        source = "lmtp" if isinstance(server, LMTP) else "smtp"
-        accepted = await asyncio.to_thread(
-            inbox.accept,
-            self.db,
-            bytes(raw),
-            source=source,
-            envelope_from=envelope.mail_from or "",
-            envelope_to=list(envelope.rcpt_tos),
-        )
+        lmtp = isinstance(server, LMTP)
+        source = "lmtp" if lmtp else "smtp"
+        try:
+            accepted = await asyncio.to_thread(
+                inbox.accept,
+                self.db,
+                bytes(raw),
+                source=source,
+                envelope_from=envelope.mail_from or "",
+                envelope_to=list(envelope.rcpt_tos),
+            )
+        except Exception as exc:  # nothing is acknowledged: the sender must retry
+            log.error(
+                "could not store mail over %s, answered 451: %s",
+                source,
+                exc,
+                exc_info=exc,
+                extra={"action": "smtp_error", "error": type(exc).__name__},
+            )
+            # Returned (not raised) so that aiosmtpd ends the transaction, and
+            # LMTP gets the one reply per recipient that RFC 2033 requires.
+            return (
+                self._per_recipient(envelope, REPLY_451_TRY_LATER) if lmtp else REPLY_451_TRY_LATER
+            )
         log.info(
             "accepted inbound %d over %s%s",
             accepted.inbound_id,
@@ -116,12 +131,16 @@ class InboxHandler:
         )
         if self.on_accepted is not None and not accepted.duplicate:
             self.on_accepted()
-        if source == "lmtp":
+        if lmtp:
             return "\r\n".join(
                 REPLY_250_LMTP_DELIVERED.format(rcpt=r, id=accepted.inbound_id)
                 for r in envelope.rcpt_tos
             )
         return REPLY_250_OK.format(id=accepted.inbound_id)
+
+    @staticmethod
+    def _per_recipient(envelope: Envelope, reply: str) -> str:
+        return "\r\n".join(reply for _ in envelope.rcpt_tos) or reply
 
     async def handle_exception(self, error: Exception) -> str:
         log.error(

@@ -171,20 +171,47 @@ def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:
     )
 
 
+def _claimed(inbound_id: int, claim: int | None) -> list[Any]:
+    """WHERE clauses for a row, and, with ``claim``, only while that claim holds.
+
+    ``claim`` is the attempt number the claim returned: once a stale claim was
+    taken back and the row claimed again, the first worker's writes match
+    nothing, so a mail is never stored twice.
+    """
+    conditions: list[Any] = [col(Inbound.id) == inbound_id]
+    if claim is not None:
+        conditions.append(col(Inbound.status) == InboundStatus.processing.value)
+        conditions.append(col(Inbound.attempts) == claim)
+    return conditions
+
+
 def mark_done(
-    session: Session, inbound_id: int, *, ticket_id: int | None, clock: Clock = utcnow
-) -> None:
-    """Mark a row processed, inside the transaction that stored its effects."""
-    session.execute(
-        update(Inbound)
-        .where(col(Inbound.id) == inbound_id)
-        .values(
-            status=InboundStatus.done.value,
-            processed_at=clock(),
-            ticket_id=ticket_id,
-            last_error=None,
-            next_attempt_at=None,
+    session: Session,
+    inbound_id: int,
+    *,
+    ticket_id: int | None,
+    claim: int | None = None,
+    clock: Clock = utcnow,
+) -> bool:
+    """Mark a row processed, inside the transaction that stored its effects.
+
+    Returns False when the claim no longer holds; the caller must then roll
+    back its transaction.
+    """
+    return (
+        _rowcount(
+            session,
+            update(Inbound)
+            .where(*_claimed(inbound_id, claim))
+            .values(
+                status=InboundStatus.done.value,
+                processed_at=clock(),
+                ticket_id=ticket_id,
+                last_error=None,
+                next_attempt_at=None,
+            ),
         )
+        == 1
     )
 
 
@@ -197,34 +224,50 @@ def _cap(error: str) -> str:
     return error.replace("\x00", "")[:MAX_ERROR_CHARS]
 
 
-def shunt(db: Database, inbound_id: int, error: str, *, clock: Clock = utcnow) -> None:
+def shunt(
+    db: Database, inbound_id: int, error: str, *, claim: int | None = None, clock: Clock = utcnow
+) -> bool:
     """Quarantine a row with the reason; an operator can retry it later."""
     with db.transaction() as session:
-        session.execute(
-            update(Inbound)
-            .where(col(Inbound.id) == inbound_id)
-            .values(
-                status=InboundStatus.shunted.value,
-                last_error=_cap(error),
-                processed_at=clock(),
-                next_attempt_at=None,
+        return (
+            _rowcount(
+                session,
+                update(Inbound)
+                .where(*_claimed(inbound_id, claim))
+                .values(
+                    status=InboundStatus.shunted.value,
+                    last_error=_cap(error),
+                    processed_at=clock(),
+                    next_attempt_at=None,
+                ),
             )
+            == 1
         )
 
 
 def retry_later(
-    db: Database, inbound_id: int, error: str, *, delay: timedelta, clock: Clock = utcnow
-) -> None:
+    db: Database,
+    inbound_id: int,
+    error: str,
+    *,
+    delay: timedelta,
+    claim: int | None = None,
+    clock: Clock = utcnow,
+) -> bool:
     """Put a row back in the queue after a temporary failure."""
     with db.transaction() as session:
-        session.execute(
-            update(Inbound)
-            .where(col(Inbound.id) == inbound_id)
-            .values(
-                status=InboundStatus.received.value,
-                last_error=_cap(error),
-                next_attempt_at=clock() + delay,
+        return (
+            _rowcount(
+                session,
+                update(Inbound)
+                .where(*_claimed(inbound_id, claim))
+                .values(
+                    status=InboundStatus.received.value,
+                    last_error=_cap(error),
+                    next_attempt_at=clock() + delay,
+                ),
             )
+            == 1
         )
 
 
