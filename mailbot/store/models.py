@@ -9,7 +9,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from mailbot.store.types import UTCDateTime, utcnow
@@ -83,6 +83,8 @@ class Customer(SQLModel, table=True):
     email: str = Field(max_length=320, unique=True)
     name: str = Field(default="", max_length=200)
     language: str | None = Field(default=None, max_length=8)
+    #: Set when a bounce of our mail to this customer came back.
+    bouncing: bool = Field(default=False)
     created_at: datetime = _ts()
 
 
@@ -126,6 +128,41 @@ class Ticket(SQLModel, table=True):
     source: TicketSource = Field(default=TicketSource.email, sa_type=String(8))
     merged_into_id: int | None = Field(default=None, foreign_key="ticket.id")
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    #: Marked as spam by a rule: kept, not in the queue, never acknowledged.
+    spam: bool = Field(default=False)
+    escalation_level: int = Field(default=0)
+
+
+class ParticipantRole(enum.StrEnum):
+    requester = "requester"
+    cc = "cc"
+    agent = "agent"
+
+
+class TicketParticipant(SQLModel, table=True):
+    """Who may write to a ticket: its requester, people copied on it, agents."""
+
+    __tablename__ = "ticket_participant"
+    __table_args__ = (UniqueConstraint("ticket_id", "email"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    email: str = Field(max_length=320, index=True)
+    role: ParticipantRole = Field(default=ParticipantRole.cc, sa_type=String(16))
+    created_at: datetime = _ts()
+
+
+class TicketLink(SQLModel, table=True):
+    """A relation between two tickets (``related``: a stranger's reply, a late follow-up)."""
+
+    __tablename__ = "ticket_link"
+    __table_args__ = (UniqueConstraint("ticket_id", "other_ticket_id", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    other_ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    kind: str = Field(default="related", max_length=16)
+    created_at: datetime = _ts()
 
 
 class Message(SQLModel, table=True):
@@ -147,6 +184,7 @@ class Message(SQLModel, table=True):
     text_body: str = Field(default="", sa_type=Text)
     html_body: str | None = Field(default=None, sa_type=Text)
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    outbound_id: int | None = Field(default=None, foreign_key="outbound.id")
     created_at: datetime = _ts()
 
 
@@ -211,6 +249,13 @@ class Outbound(SQLModel, table=True):
     message_id: str = Field(max_length=255, unique=True)
     sender: str = Field(max_length=320)
     recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    #: The first recipient, lower-cased: rate limits of automatic mail count by it.
+    primary_recipient: str = Field(default="", max_length=320, index=True)
+    #: What caused the mail (``ticket-opened``, ``agent-reply``, ...).
+    event: str = Field(default="", max_length=64)
+    #: Automatic mail (acknowledgements, notices) as opposed to a person's reply.
+    auto: bool = Field(default=False)
+    bounced_at: datetime | None = _ts(nullable=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     status: OutboundStatus = Field(default=OutboundStatus.pending, sa_type=String(16))
     attempts: int = Field(default=0)
@@ -218,6 +263,44 @@ class Outbound(SQLModel, table=True):
     created_at: datetime = _ts()
     next_attempt_at: datetime | None = _ts(nullable=True)
     sent_at: datetime | None = _ts(nullable=True)
+
+
+class RuleHit(SQLModel, table=True):
+    """Which rules matched an inbound mail: the explanation shown to operators."""
+
+    __tablename__ = "rule_hit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbound_id: int | None = Field(default=None, foreign_key="inbound.id", index=True)
+    ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)
+    rule_id: str = Field(max_length=128)
+    matched: bool = Field(default=True)
+    detail: str = Field(default="", sa_type=Text)
+    created_at: datetime = _ts()
+
+
+class ImapCursor(SQLModel, table=True):
+    """How far each IMAP folder has been read: (UIDVALIDITY, last committed UID)."""
+
+    __tablename__ = "imap_cursor"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(max_length=64)
+    folder: str = Field(max_length=255)
+    uidvalidity: int = Field(default=0, sa_type=BigInteger)
+    last_uid: int = Field(default=0, sa_type=BigInteger)
+    updated_at: datetime = _ts()
+
+
+class Lease(SQLModel, table=True):
+    """A named lock with an expiry: one IMAP poller per mailbox, one scheduler leader."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True, max_length=128)
+    holder: str = Field(max_length=128)
+    expires_at: datetime = _ts()
 
 
 class Counter(SQLModel, table=True):

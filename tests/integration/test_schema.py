@@ -26,10 +26,15 @@ TABLES = {
     "counter",
     "customer",
     "history",
+    "imap_cursor",
     "inbound",
+    "lease",
     "message",
     "outbound",
+    "rule_hit",
     "ticket",
+    "ticket_link",
+    "ticket_participant",
 }
 
 
@@ -132,3 +137,29 @@ def test_run_refuses_an_unmigrated_database(
         assert _tables(check) == set()
     finally:
         check.close()
+
+
+def test_upgrade_keeps_existing_rows(empty_db: Database) -> None:
+    """Each migration runs over a database that already holds data (new NOT NULL columns)."""
+    from sqlalchemy import text
+
+    schema.upgrade(empty_db, "0001")
+    with empty_db.transaction() as session:
+        session.execute(
+            text(
+                "INSERT INTO customer (email, name, created_at) "
+                "VALUES ('ann@example.org', 'Ann', CURRENT_TIMESTAMP)"
+            )
+        )
+        session.execute(
+            text(
+                "INSERT INTO ticket (number, subject, description, status, priority, source, "
+                "tags, created_at, updated_at) VALUES (1, 's', 'd', 'new', 'medium', 'email', "
+                "'[]', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+    schema.upgrade(empty_db)
+    with empty_db.transaction() as session:
+        spam, level = session.execute(text("SELECT spam, escalation_level FROM ticket")).one()
+        bouncing = session.execute(text("SELECT bouncing FROM customer")).scalar_one()
+    assert (bool(spam), level, bool(bouncing)) == (False, 0, False)
