@@ -22,6 +22,7 @@ from mailbot import __version__, daemon, logsetup, views
 from mailbot import parse as parser
 from mailbot.config import Settings, load_settings, masked
 from mailbot.errors import ConfigError, MailbotError, ParseError, SchemaError
+from mailbot.ingest import imap_check
 from mailbot.process import Pipeline
 from mailbot.store import inbox, schema
 from mailbot.store.db import Database
@@ -109,6 +110,30 @@ def cmd_inbox(args: argparse.Namespace, settings: Settings) -> int:
         return EX_OK
     finally:
         db.close()
+
+
+# -- imap ------------------------------------------------------------------------------
+
+
+def cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
+    mailboxes = [m for m in settings.imap if not args.mailbox or m.name == args.mailbox]
+    if not mailboxes:
+        print("no [[imap]] mailbox configured" + (f" named {args.mailbox}" if args.mailbox else ""))
+        return EX_FAIL
+    db: Database | None = _database(settings, check=False)
+    try:
+        assert db is not None
+        schema.check_schema(db)
+    except (SchemaError, MailbotError) as exc:
+        print(f"database not usable, cursors not shown: {exc}")
+        if db is not None:
+            db.close()
+        db = None
+    try:
+        return imap_check.check(mailboxes, db, sys.stdout)
+    finally:
+        if db is not None:
+            db.close()
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -310,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     tk_show.add_argument("number", type=int)
     tk_show.add_argument("--json", action="store_true")
 
+    im = sub.add_parser("imap", help="the IMAP mailboxes")
+    im_sub = im.add_subparsers(dest="imap_command", required=True)
+    im_check = im_sub.add_parser(
+        "check", help="connect, list folders, print what the poller would do (changes nothing)"
+    )
+    im_check.add_argument("--mailbox", help="only the [[imap]] mailbox of this name")
+
     mail = sub.add_parser("mail", help="look at a mail file")
     mail_sub = mail.add_subparsers(dest="mail_command", required=True)
     insp = mail_sub.add_parser("inspect", help="print what the parser sees in a mail file")
@@ -326,6 +358,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ingest": cmd_ingest,
     "ticket": cmd_ticket,
     "mail": cmd_mail_inspect,
+    "imap": cmd_imap,
 }
 
 

@@ -14,11 +14,19 @@ import json
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailbot.errors import ConfigError
 from mailbot.message import ParseLimits
@@ -120,6 +128,159 @@ class TicketSettings(_Section):
         return value
 
 
+_PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def _check_priority_table(value: dict[str, float]) -> dict[str, float]:
+    missing = [p for p in _PRIORITIES if p not in value]
+    unknown = [p for p in value if p not in _PRIORITIES]
+    if missing or unknown:
+        raise ValueError(f"needs exactly the priorities {', '.join(_PRIORITIES)}")
+    if any(v <= 0 for v in value.values()):
+        raise ValueError("hours must be positive")
+    return value
+
+
+class SlaSettings(_Section):
+    first_response: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 1.0, "high": 4.0, "medium": 8.0, "low": 24.0},
+        description="Hours to the first response, per priority.",
+    )
+    resolution: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 4.0, "high": 8.0, "medium": 24.0, "low": 48.0},
+        description="Hours to resolution, per priority.",
+    )
+
+    _first = field_validator("first_response")(_check_priority_table)
+    _resolution = field_validator("resolution")(_check_priority_table)
+
+
+class ConversationSettings(_Section):
+    unknown_sender: Literal["new_linked", "append"] = Field(
+        "new_linked",
+        description="A reply from a non-participant: open a linked ticket, or append to it.",
+    )
+    reopen_days: float = Field(
+        7, ge=0, description="Replies to a closed ticket within this many days reopen it."
+    )
+    plus_addressing: bool = Field(True, description="Thread mail sent to support+N@ to ticket N.")
+    language: Literal["auto", "en", "ru"] = Field(
+        "auto", description="Language of customer mail; auto detects it from the first mail."
+    )
+    auto_reply_limit: int = Field(
+        5, ge=0, description="Most automatic mails to one address per hour."
+    )
+    max_cc_participants: int = Field(
+        20, ge=0, description="Most Cc addresses of a new ticket's mail made participants."
+    )
+    secret_key_file: str = Field(
+        "", description="Key that signs Message-IDs and status links; default DATA_DIR/secret.key."
+    )
+    templates_dir: str = Field(
+        "", description="Folder whose mail templates override the built-in ones."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8025", description="Base URL of the status page in customer mail."
+    )
+    team_name: str = Field("Support", description="Display name of the support address.")
+    status_link_days: int = Field(180, gt=0, description="How long a status link stays valid.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ImapMailboxSettings(_Section):
+    """One ``[[imap]]`` mailbox read by the IMAP poller (issue #4; docs/imap.md)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Short name of the mailbox: the inbox source is imap:<name>.",
+    )
+    host: str = Field(description="IMAP server host name (checked against its certificate).")
+    port: int = Field(993, ge=1, le=65535, description="IMAP server port (993 TLS, 143 STARTTLS).")
+    tls: Literal["tls", "starttls", "none"] = Field(
+        "tls", description="Implicit TLS, STARTTLS (required), or none (loopback only)."
+    )
+    ca_file: str = Field(
+        "", description="Extra CA or self-signed certificate (PEM) to trust for this server."
+    )
+    username: str = Field(description="IMAP login name.")
+    password_file: str = Field("", description="File holding the password (first line).")
+    password_env: str = Field("", description="Environment variable holding the password.")
+    folders: tuple[str, ...] = Field(("INBOX",), min_length=1, description="Folders to read.")
+    processed_action: Literal["move", "flag"] = Field(
+        "move", description="After the commit: move the mail to processed_folder, or flag it."
+    )
+    processed_folder: str = Field("Processed", description="Where processed mail is moved.")
+    processed_flag: str = Field(
+        "$MailbotProcessed", description="Keyword set on processed mail when flagging."
+    )
+    oversize_folder: str = Field("Oversize", description="Where too large mail is moved.")
+    max_message_size: int = Field(
+        25 * 1024 * 1024, gt=0, description="Larger mail (RFC822.SIZE) stays on the server."
+    )
+    idle: bool = Field(True, description="Use IDLE when the server offers it, else poll.")
+    poll_seconds: float = Field(60.0, gt=0, description="Seconds between polls without IDLE.")
+    idle_seconds: float = Field(
+        600.0, gt=0, le=1740, description="Seconds before an IDLE is renewed."
+    )
+    timeout: float = Field(60.0, gt=0, description="Seconds before a silent server times out.")
+    batch_size: int = Field(50, gt=0, le=1000, description="Messages fetched per FETCH.")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="Lease of a poller on its mailbox; renewed at a third of it."
+    )
+    retry_max_seconds: float = Field(
+        300.0, gt=0, description="Longest wait between reconnection attempts; doubles from 1s."
+    )
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(f"not an environment variable name: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImapMailboxSettings:
+        if bool(self.password_file) == bool(self.password_env):
+            raise ValueError(f"imap {self.name}: set exactly one of password_file, password_env")
+        if self.tls == "none" and self.host not in _LOOPBACK_HOSTS:
+            raise ValueError(f"imap {self.name}: tls = none is allowed only for a loopback host")
+        for folder in self.folders:
+            if folder in (self.processed_folder, self.oversize_folder):
+                raise ValueError(f"imap {self.name}: folder {folder!r} is also a target folder")
+        return self
+
+
+def imap_password(mailbox: ImapMailboxSettings, environ: Mapping[str, str] | None = None) -> str:
+    """The password of ``mailbox``, read now from its file or environment variable.
+
+    Raises ConfigError naming the file or variable (never the password).
+    """
+    if mailbox.password_env:
+        env = os.environ if environ is None else environ
+        value = env.get(mailbox.password_env)
+        if not value:
+            raise ConfigError(f"imap {mailbox.name}: ${mailbox.password_env} is not set")
+        return value
+    try:
+        lines = Path(mailbox.password_file).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            f"imap {mailbox.name}: cannot read password_file: {exc.strerror}"
+        ) from None
+    if not lines or not lines[0]:
+        raise ConfigError(f"imap {mailbox.name}: password_file {mailbox.password_file} is empty")
+    return lines[0]
+
+
 class Settings(_Section):
     """Every setting of mailbot, with its default."""
 
@@ -141,6 +302,11 @@ class Settings(_Section):
     parse: ParseSettings = ParseSettings()
     outgoing: OutgoingSettings = OutgoingSettings()
     tickets: TicketSettings = TicketSettings()
+    imap: tuple[ImapMailboxSettings, ...] = Field(
+        (), description="Mailboxes read by the IMAP poller ([[imap]] tables)."
+    )
+    sla: SlaSettings = SlaSettings()
+    conversation: ConversationSettings = ConversationSettings()
 
     @field_validator("support_address")
     @classmethod
@@ -156,6 +322,16 @@ class Settings(_Section):
             if not _ADDRESS.match(item):
                 raise ValueError(f"not a mail address: {item!r}")
         return tuple(item.lower() for item in value)
+
+    @field_validator("imap")
+    @classmethod
+    def _unique_mailboxes(
+        cls, value: tuple[ImapMailboxSettings, ...]
+    ) -> tuple[ImapMailboxSettings, ...]:
+        names = [m.name for m in value]
+        if len(set(names)) != len(names):
+            raise ValueError("imap mailbox names must be unique")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -181,6 +357,11 @@ class Settings(_Section):
         return Path(self.outgoing.maildir) if self.outgoing.maildir else self.data_dir / "outgoing"
 
     @property
+    def secret_key_path(self) -> Path:
+        key = self.conversation.secret_key_file
+        return Path(key) if key else self.data_dir / "secret.key"
+
+    @property
     def our_addresses(self) -> frozenset[str]:
         return frozenset((self.support_address, *self.support_aliases))
 
@@ -192,9 +373,27 @@ def setting_names(model: type[BaseModel] = Settings, prefix: str = "") -> list[s
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, _Section):
             names.extend(setting_names(annotation, f"{prefix}{name}."))
+        elif name == "imap" and model is Settings:  # a list of tables: imap.<key>
+            names.extend(setting_names(ImapMailboxSettings, f"{prefix}{name}."))
         else:
             names.append(f"{prefix}{name}")
     return names
+
+
+def _is_collection(path: list[str]) -> bool:
+    """Whether the setting at ``path`` holds a list, tuple or table (given as JSON)."""
+    model: type[BaseModel] = Settings
+    for part in path[:-1]:
+        field = model.model_fields.get(part)
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return True  # let validation name the unknown setting
+        model = field.annotation
+    field = model.model_fields.get(path[-1])
+    if field is None:
+        return True
+    return typing.get_origin(field.annotation) in (list, tuple, dict)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -210,7 +409,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = key[len(ENV_PREFIX) :].lower().split("__")
         value: Any = raw
         stripped = raw.strip()
-        if stripped.startswith("["):
+        if stripped.startswith(("[", "{")) and _is_collection(path):
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError as exc:

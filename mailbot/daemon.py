@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from mailbot.config import Settings
 from mailbot.errors import TransientError
+from mailbot.ingest import imap
 from mailbot.ingest.smtp import InboxHandler, serve
 from mailbot.process import Pipeline
 from mailbot.sender import Sender, make_transport
@@ -150,6 +151,15 @@ class Daemon:
             asyncio.create_task(self.loop("pipeline", self.process_step, self.wake)),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),
         ]
+        holder = imap.thread_holder()
+        for mailbox in self.settings.imap:  # one poller thread per [[imap]] mailbox
+            poller = imap.MailboxPoller(
+                self.db,
+                mailbox,
+                on_accepted=lambda: loop.call_soon_threadsafe(self.wake.set),
+                holder=f"{holder}:{mailbox.name}",
+            )
+            workers.append(asyncio.create_task(imap.serve(poller, self.stopping)))
         try:
             await self.start_listeners()
             log.info(

@@ -1,8 +1,9 @@
 """One inbound mail, one transaction: the pipeline.
 
-``Pipeline.process_next`` claims a row from the inbox, parses it, finds its
-ticket, and stores the ticket, message, attachments and the row's ``done``
-state in one transaction. This is the only place in the processing path that
+``Pipeline.process_next`` claims a row from the inbox, parses and classifies
+it, and then, in one transaction, applies it to the tickets
+(``conversation``), queues any automatic answer (``notify``, the outbox) and
+marks the row ``done``. This is the only place in the processing path that
 catches every exception: a mail that raises anything (``RecursionError`` and
 ``LookupError`` included) is quarantined with its error and the worker goes on.
 """
@@ -14,27 +15,30 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlmodel import Session
 
 from mailbot import parse as parser
+from mailbot import signing
+from mailbot.classify import Classification, MailClass, classify
 from mailbot.config import Settings
+from mailbot.conversation import NO_TEXT, Applied, Conversation
 from mailbot.errors import ClaimLostError, PermanentError, TransientError
 from mailbot.message import ParsedMessage
-from mailbot.store import inbox, tickets
+from mailbot.notify import Notifier
+from mailbot.render import MailRenderer
+from mailbot.store import inbox, keyfile
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Database
 from mailbot.store.inbox import InboundItem
-from mailbot.store.models import AuthorType, Direction, Priority
 from mailbot.store.types import utcnow
-from mailbot.threader import SubjectToken, ThreadedBy, find_ticket
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: Shown instead of an empty body (BAD_INPUTS B-35): a mail is never dropped as empty.
-NO_TEXT = "(no text)"
-UNKNOWN_SENDER = "(unknown sender)"
-MAX_SUBJECT_CHARS = 998
+__all__ = ["NO_TEXT", "Pipeline", "Processed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,28 +46,34 @@ class Processed:
     """What happened to one inbound row."""
 
     inbound_id: int
-    outcome: str  # "created" | "appended" | "retry" | "quarantined" | "claim-lost"
+    #: created | appended | reopened | bounce-linked | ignored-loop | retry |
+    #: quarantined | claim-lost
+    outcome: str
     ticket_number: int | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    ticket_id: int
-    ticket_number: int
-    created: bool
 
 
 class Pipeline:
     """Turns inbox rows into tickets; built once by the daemon or the CLI."""
 
-    def __init__(self, db: Database, settings: Settings, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        key: bytes | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
         self.blobs = BlobStore(settings.attachment_dir)
-        self.token = SubjectToken(settings.tickets.token_format)
         self.limits = settings.parse.limits()
+        self.key = key if key is not None else keyfile.load_or_create(settings.secret_key_path)
+        templates = settings.conversation.templates_dir
+        renderer = MailRenderer(Path(templates) if templates else None)
+        notifier = Notifier(settings, renderer, self.key, clock)
+        self.conversation = Conversation(settings, notifier, self.key, clock)
 
     def process_next(self) -> Processed | None:
         """Process one ready row; None when the inbox has nothing ready."""
@@ -87,108 +97,59 @@ class Pipeline:
             return self._failed(item, exc, transient=True)
         except Exception as exc:  # the per-message boundary: quarantine, go on
             return self._failed(item, exc, transient=False)
-        outcome = "created" if stored.created else "appended"
         log.info(
-            "inbound %d %s ticket %d",
+            "inbound %d %s ticket %s",
             item.id,
-            outcome,
+            stored.outcome,
             stored.ticket_number,
             extra={
                 "action": "inbound_processed",
                 "inbound_id": item.id,
                 "ticket_number": stored.ticket_number,
-                "outcome": outcome,
+                "outcome": stored.outcome,
             },
         )
-        return Processed(item.id, outcome, stored.ticket_number)
+        return Processed(item.id, stored.outcome, stored.ticket_number)
 
     # -- the steps -------------------------------------------------------------
 
-    def _handle(self, item: InboundItem) -> _Stored:
+    def classify(self, msg: ParsedMessage, item: InboundItem) -> Classification:
+        # The SMTP envelope sender is known for mail that came over SMTP or LMTP.
+        envelope_from = item.envelope_from if item.source in ("smtp", "lmtp") else None
+        return classify(
+            msg,
+            our_addresses=self.settings.our_addresses,
+            envelope_from=envelope_from,
+            is_our_message_id=lambda mid: signing.ticket_of_message_id(self.key, mid) is not None,
+        )
+
+    def _handle(self, item: InboundItem) -> Applied:
         msg = parser.parse(item.raw, self.limits)
+        klass = self.classify(msg, item)
+        if klass.mail_class is MailClass.loop:
+            # Our own mail came back: store nothing, answer nothing (B-21).
+            with self.db.transaction() as session:
+                self._done(session, item, None)
+            log.info(
+                "inbound %d ignored: %s",
+                item.id,
+                "; ".join(klass.reasons),
+                extra={"action": "inbound_loop_ignored", "inbound_id": item.id},
+            )
+            return Applied("ignored-loop", None, None)
         # Blobs go to disk before the transaction: a crash in between leaves
         # an orphan file (removed by housekeeping), never a row without its file.
         keys = [self.blobs.put(a.payload) for a in msg.attachments]
-        now = self.clock()
         with self.db.transaction() as session:
-            lookup = tickets.SessionLookup(session)
-            match = find_ticket(msg, lookup, self.token)
-            sender_email = msg.sender.email if msg.sender else ""
-            sender_name = msg.sender.name if msg.sender else UNKNOWN_SENDER
-            text = msg.text if msg.text.strip() else NO_TEXT
-            customer = (
-                tickets.get_or_create_customer(session, msg.sender.email, msg.sender.name)
-                if msg.sender
-                else None
-            )
-            if match.ticket_id is None:
-                ticket = tickets.create_ticket(
-                    session,
-                    subject=_subject(msg),
-                    description=text,
-                    requester=customer,
-                    priority=Priority(self.settings.tickets.default_priority),
-                    category=self.settings.tickets.default_category,
-                    now=now,
-                    actor=sender_email or "system",
-                )
-                assert ticket.id is not None
-                if match.how is ThreadedBy.not_participant and match.related_ticket_id:
-                    related = tickets.get_ticket(session, match.related_ticket_id)
-                    tickets.add_history(
-                        session,
-                        ticket.id,
-                        "related",
-                        None,
-                        str(related.number) if related else None,
-                        "system",
-                        now,
-                    )
-                created = True
-            else:
-                found = tickets.get_ticket(session, match.ticket_id)
-                assert found is not None
-                assert found.id is not None
-                ticket = found
-                tickets.touch(session, ticket, now)
-                created = False
-            assert ticket.id is not None
-            message = tickets.add_message(
-                session,
-                tickets.NewMessage(
-                    ticket_id=ticket.id,
-                    inbound_id=item.id,
-                    subject=_subject(msg),
-                    text_body=text,
-                    html_body=msg.html,
-                    author_email=sender_email,
-                    author_name=sender_name,
-                    author_type=AuthorType.user,
-                    direction=Direction.inbound,
-                    message_id=msg.message_id,
-                    in_reply_to=msg.in_reply_to,
-                    references=msg.references,
-                    created_at=now,
-                    flags=_flags(msg, match.how),
-                ),
-            )
-            assert message.id is not None
-            for attachment, key in zip(msg.attachments, keys, strict=True):
-                tickets.add_attachment(
-                    session,
-                    message_id=message.id,
-                    file_name=attachment.filename,
-                    size=attachment.size,
-                    content_type=attachment.content_type,
-                    storage_key=key,
-                    content_id=attachment.content_id,
-                    inline=attachment.inline,
-                )
-            if not inbox.mark_done(
-                session, item.id, ticket_id=ticket.id, claim=item.attempts, clock=self.clock
-            ):
-                raise ClaimLostError(f"inbound {item.id} was claimed again by another worker")
-            return _Stored(ticket.id, ticket.number, created)
+            applied = self.conversation.apply(session, item, msg, klass, keys)
+            self._done(session, item, applied.ticket_id)
+            return applied
+
+    def _done(self, session: Session, item: InboundItem, ticket_id: int | None) -> None:
+        if not inbox.mark_done(
+            session, item.id, ticket_id=ticket_id, claim=item.attempts, clock=self.clock
+        ):
+            raise ClaimLostError(f"inbound {item.id} was claimed again by another worker")
 
     def _failed(self, item: InboundItem, exc: BaseException, *, transient: bool) -> Processed:
         error = _describe(exc)
@@ -229,19 +190,6 @@ class Pipeline:
             extra={"action": "inbound_quarantined", **extra},
         )
         return Processed(item.id, "quarantined", error=error)
-
-
-def _subject(msg: ParsedMessage) -> str:
-    return msg.subject[:MAX_SUBJECT_CHARS]
-
-
-def _flags(msg: ParsedMessage, how: ThreadedBy) -> list[str]:
-    flags = [f"threaded-by:{how.value}"]
-    flags.extend(msg.fallbacks)
-    flags.extend(f"defect:{d}" for d in msg.defects[:20])
-    if msg.sender is None:
-        flags.append("unknown-sender")
-    return flags
 
 
 def _describe(exc: BaseException) -> str:

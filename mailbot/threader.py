@@ -1,20 +1,20 @@
 """Which ticket a mail belongs to: pure decisions over a lookup protocol.
 
 In order: any Message-ID in In-Reply-To or References that we stored or sent
-for a ticket; then the subject token (``[#42]`` by default, anywhere in the
-subject, so that reply and forward prefixes in any language and list tags do
-not matter); else the mail starts a new ticket.
+for a ticket (our own IDs must carry a valid signature); then the subject
+token (``[#42]`` by default, anywhere in the subject, so that reply and
+forward prefixes in any language and list tags do not matter); then a plus
+address ``support+42@``; else the mail starts a new ticket.
 
-A reply is only appended when its sender is a participant of the ticket;
-anyone else's mail opens a new ticket, so that a guessed token cannot be used
-to write into (or read from) another customer's conversation.
+The match says whether the sender is a participant of the ticket; what to do
+with a stranger's reply is the caller's policy.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,16 +34,17 @@ class TicketLookup(Protocol):
 class ThreadedBy(enum.StrEnum):
     references = "references"
     subject_token = "subject-token"
+    plus_address = "plus-address"
     new = "new"
-    not_participant = "not-participant"
 
 
 @dataclass(frozen=True, slots=True)
 class ThreadMatch:
+    """The ticket a mail refers to, how it was found, and whether its sender may write there."""
+
     ticket_id: int | None
     how: ThreadedBy
-    #: The ticket the mail referred to when it is not appended to it.
-    related_ticket_id: int | None = None
+    participant: bool = False
 
 
 #: Upper bound for a ticket number read from a subject (no int overflow in SQL).
@@ -76,24 +77,68 @@ class SubjectToken:
         return f"{self.render(number)} {subject}".strip()
 
 
-def find_ticket(msg: ParsedMessage, lookup: TicketLookup, token: SubjectToken) -> ThreadMatch:
-    """Decide which ticket ``msg`` belongs to."""
-    ids = [*msg.in_reply_to, *reversed(msg.references)]
+def plus_ticket_numbers(addresses: Iterable[str], our_addresses: Iterable[str]) -> list[int]:
+    """Ticket numbers from ``support+N@...`` among ``addresses`` (ours only)."""
+    ours = {a.lower() for a in our_addresses}
+    numbers = []
+    for address in addresses:
+        local, _, domain = address.strip().lower().rpartition("@")
+        base, plus, tag = local.partition("+")
+        if plus and tag.isdigit() and len(tag) <= 10 and f"{base}@{domain}" in ours:
+            number = int(tag)
+            if 0 < number <= MAX_TICKET_NUMBER:
+                numbers.append(number)
+    return numbers
+
+
+def find_ticket(
+    msg: ParsedMessage,
+    lookup: TicketLookup,
+    token: SubjectToken,
+    *,
+    plus_numbers: Sequence[int] = (),
+    signed_ticket: Callable[[str], int | None] = lambda _: None,
+    looks_signed: Callable[[str], bool] = lambda _: False,
+) -> ThreadMatch:
+    """Decide which ticket ``msg`` refers to, in the order of the module docstring.
+
+    ``signed_ticket`` reads the ticket number of one of our signed
+    Message-IDs (None when forged); an ID with our shape but a bad signature
+    is ignored, so reference threading cannot be forged by guessing.
+    Only the top-level subject and headers count: a token inside an attached
+    or forwarded message never threads.
+    """
+    ids = [
+        i
+        for i in (*msg.in_reply_to, *reversed(msg.references))
+        if not looks_signed(i) or signed_ticket(i) is not None
+    ]
     ticket_id: int | None = None
     how = ThreadedBy.new
     if ids:
         ticket_id = lookup.ticket_for_message_ids(ids)
+        if ticket_id is None:
+            for i in ids:
+                number = signed_ticket(i)
+                if number is not None:
+                    ticket_id = lookup.ticket_id_for_number(number)
+                    if ticket_id is not None:
+                        break
         if ticket_id is not None:
             how = ThreadedBy.references
     if ticket_id is None:
         number = token.find(msg.subject)
         if number is not None:
             ticket_id = lookup.ticket_id_for_number(number)
+            how = ThreadedBy.subject_token
+    if ticket_id is None:
+        for number in plus_numbers:
+            ticket_id = lookup.ticket_id_for_number(number)
             if ticket_id is not None:
-                how = ThreadedBy.subject_token
+                how = ThreadedBy.plus_address
+                break
     if ticket_id is None:
         return ThreadMatch(None, ThreadedBy.new)
     sender = msg.sender.email.lower() if msg.sender else None
-    if sender is None or sender not in lookup.participants(ticket_id):
-        return ThreadMatch(None, ThreadedBy.not_participant, related_ticket_id=ticket_id)
-    return ThreadMatch(ticket_id, how)
+    participant = sender is not None and sender in lookup.participants(ticket_id)
+    return ThreadMatch(ticket_id, how, participant)

@@ -1,73 +1,56 @@
-"""The tables, and only the tables.
+"""The tables, and only the tables (state enums live in ``mailbot.states``).
 
 No ``from __future__ import annotations`` here: SQLModel reads the annotations
 at runtime. Timestamps end in ``_at``, are timezone-aware UTC, and state
 columns are ``StrEnum`` values stored as short strings.
 """
 
-import enum
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from mailbot.states import (
+    AgentRole,
+    AuthorType,
+    Direction,
+    InboundStatus,
+    OutboundStatus,
+    ParticipantRole,
+    Priority,
+    TicketSource,
+    TicketStatus,
+)
 from mailbot.store.types import UTCDateTime, utcnow
 
 
-class TicketStatus(enum.StrEnum):
-    new = "new"
-    assigned = "assigned"
-    in_progress = "in_progress"
-    pending = "pending"
-    resolved = "resolved"
-    closed = "closed"
-    reopened = "reopened"
-
-
-class Priority(enum.StrEnum):
-    critical = "critical"
-    high = "high"
-    medium = "medium"
-    low = "low"
-
-
-class TicketSource(enum.StrEnum):
-    web = "web"
-    email = "email"
-    chat = "chat"
-    api = "api"
-
-
-class AuthorType(enum.StrEnum):
-    user = "user"
-    support = "support"
-    system = "system"
-
-
-class Direction(enum.StrEnum):
-    inbound = "inbound"
-    outbound = "outbound"
-
-
-class AgentRole(enum.StrEnum):
-    agent = "agent"
-    manager = "manager"
-    admin = "admin"
-
-
-class InboundStatus(enum.StrEnum):
-    received = "received"
-    processing = "processing"
-    done = "done"
-    shunted = "shunted"
-
-
-class OutboundStatus(enum.StrEnum):
-    pending = "pending"
-    sending = "sending"
-    sent = "sent"
-    failed = "failed"
+#: The state enums are re-exported for callers that know them from here.
+__all__ = [
+    "Agent",
+    "AgentRole",
+    "Attachment",
+    "AuthorType",
+    "Counter",
+    "Customer",
+    "Direction",
+    "History",
+    "ImapCursor",
+    "Inbound",
+    "InboundStatus",
+    "Lease",
+    "Message",
+    "Outbound",
+    "OutboundStatus",
+    "ParticipantRole",
+    "Priority",
+    "RuleHit",
+    "Ticket",
+    "TicketLink",
+    "TicketParticipant",
+    "TicketSource",
+    "TicketStatus",
+]
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -131,12 +114,6 @@ class Ticket(SQLModel, table=True):
     #: Marked as spam by a rule: kept, not in the queue, never acknowledged.
     spam: bool = Field(default=False)
     escalation_level: int = Field(default=0)
-
-
-class ParticipantRole(enum.StrEnum):
-    requester = "requester"
-    cc = "cc"
-    agent = "agent"
 
 
 class TicketParticipant(SQLModel, table=True):

@@ -46,6 +46,8 @@ def enqueue(
     recipients: Sequence[str],
     message_id: str,
     ticket_id: int | None,
+    event: str = "",
+    auto: bool = False,
     clock: Clock = utcnow,
 ) -> Outbound:
     """Add a mail to the queue inside the caller's transaction."""
@@ -54,6 +56,9 @@ def enqueue(
         message_id=message_id,
         sender=sender,
         recipients=list(recipients),
+        primary_recipient=recipients[0].lower() if recipients else "",
+        event=event,
+        auto=auto,
         raw=raw,
         status=OutboundStatus.pending,
         created_at=clock(),
@@ -164,6 +169,92 @@ def recover_stale(db: Database, *, lease: timedelta, clock: Clock = utcnow) -> i
                     col(Outbound.next_attempt_at) < clock() - lease,
                 )
                 .values(status=OutboundStatus.pending.value)
+            ),
+        )
+    return int(result.rowcount)
+
+
+def count_recent_auto(session: Session, recipient: str, since: datetime) -> int:
+    """Automatic mails queued for ``recipient`` since ``since`` (the loop-safety cap)."""
+    stmt = (
+        select(func.count())
+        .select_from(Outbound)
+        .where(
+            col(Outbound.primary_recipient) == recipient.lower(),
+            col(Outbound.auto).is_(True),
+            col(Outbound.created_at) >= since,
+        )
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class BouncedMail:
+    outbound_id: int
+    ticket_id: int | None
+    recipients: tuple[str, ...]
+
+
+def mark_bounced(
+    session: Session, message_ids: Sequence[str], reason: str, now: datetime
+) -> list[BouncedMail]:
+    """Mark our mail named by ``message_ids`` as bounced (failed, with the reason)."""
+    if not message_ids:
+        return []
+    rows = session.execute(
+        select(Outbound).where(col(Outbound.message_id).in_(list(message_ids)))
+    ).scalars()
+    found = []
+    for row in rows:
+        row.status = OutboundStatus.failed
+        row.bounced_at = now
+        row.last_error = f"bounced: {reason}"[:MAX_ERROR_CHARS]
+        session.add(row)
+        assert row.id is not None
+        found.append(BouncedMail(row.id, row.ticket_id, tuple(row.recipients)))
+    return found
+
+
+def list_outbound(
+    db: Database, *, status: OutboundStatus | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Rows without their bytes, newest first, as plain dicts."""
+    columns = (
+        col(Outbound.id),
+        col(Outbound.status),
+        col(Outbound.event),
+        col(Outbound.message_id),
+        col(Outbound.recipients),
+        col(Outbound.attempts),
+        col(Outbound.created_at),
+        col(Outbound.next_attempt_at),
+        col(Outbound.sent_at),
+        col(Outbound.ticket_id),
+        col(Outbound.last_error),
+    )
+    stmt = select(*columns).order_by(col(Outbound.id).desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(col(Outbound.status) == status.value)
+    with db.transaction() as session:
+        return [dict(row._mapping) for row in session.execute(stmt).all()]
+
+
+def requeue(db: Database, ids: Sequence[int] = (), *, all_failed: bool = False) -> int:
+    """Send failed (or given) rows again; a sent row is never sent again."""
+    conditions: list[Any] = [col(Outbound.status) != OutboundStatus.sent.value]
+    if all_failed:
+        conditions.append(col(Outbound.status) == OutboundStatus.failed.value)
+    if ids:
+        conditions.append(col(Outbound.id).in_(list(ids)))
+    if len(conditions) == 1:
+        return 0
+    with db.transaction() as session:
+        result = cast(
+            "CursorResult[Any]",
+            session.execute(
+                update(Outbound)
+                .where(*conditions)
+                .values(status=OutboundStatus.pending.value, next_attempt_at=None, attempts=0)
             ),
         )
     return int(result.rowcount)

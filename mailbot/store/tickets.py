@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from mailbot.headers import message_id_key
+from mailbot.states import ParticipantRole
 from mailbot.store.models import (
     Attachment,
     AuthorType,
@@ -25,6 +26,8 @@ from mailbot.store.models import (
     Message,
     Priority,
     Ticket,
+    TicketLink,
+    TicketParticipant,
     TicketSource,
     TicketStatus,
 )
@@ -58,12 +61,19 @@ class SessionLookup:
         return None if ticket_id is None else self._survivor(ticket_id)
 
     def participants(self, ticket_id: int) -> frozenset[str]:
-        stmt = (
+        requester = (
             select(col(Customer.email))
             .join(Ticket, col(Ticket.requester_id) == col(Customer.id))
             .where(col(Ticket.id) == ticket_id)
         )
-        return frozenset(e.lower() for e in self.session.execute(stmt).scalars())
+        others = select(col(TicketParticipant.email)).where(
+            col(TicketParticipant.ticket_id) == ticket_id
+        )
+        found = [
+            *self.session.execute(requester).scalars(),
+            *self.session.execute(others).scalars(),
+        ]
+        return frozenset(e.lower() for e in found)
 
     def _survivor(self, ticket_id: int) -> int:
         """Follow merges to the ticket that lives on (bounded, so a cycle cannot hang)."""
@@ -105,6 +115,16 @@ def get_or_create_customer(session: Session, email: str, name: str) -> Customer:
     return customer
 
 
+def mark_bouncing(session: Session, email: str) -> None:
+    """Our mail to this customer bounced."""
+    customer = session.execute(
+        select(Customer).where(col(Customer.email) == email.lower())
+    ).scalar_one_or_none()
+    if customer is not None:
+        customer.bouncing = True
+        session.add(customer)
+
+
 def create_ticket(
     session: Session,
     *,
@@ -116,8 +136,12 @@ def create_ticket(
     now: datetime,
     source: TicketSource = TicketSource.email,
     actor: str = "system",
+    sla_first_response_due_at: datetime | None = None,
+    sla_resolution_due_at: datetime | None = None,
 ) -> Ticket:
     ticket = Ticket(
+        sla_first_response_due_at=sla_first_response_due_at,
+        sla_resolution_due_at=sla_resolution_due_at,
         number=next_ticket_number(session),
         subject=subject,
         description=description,
@@ -172,6 +196,7 @@ class NewMessage:
     references: Sequence[str]
     created_at: datetime
     inbound_id: int | None = None
+    outbound_id: int | None = None
     internal: bool = False
     flags: Sequence[str] = field(default=())
 
@@ -180,6 +205,7 @@ def add_message(session: Session, new: NewMessage) -> Message:
     message = Message(
         ticket_id=new.ticket_id,
         inbound_id=new.inbound_id,
+        outbound_id=new.outbound_id,
         subject=new.subject,
         text_body=new.text_body,
         html_body=new.html_body,
@@ -222,6 +248,42 @@ def add_attachment(
             inline=inline,
         )
     )
+
+
+def add_participant(session: Session, ticket_id: int, email: str, role: ParticipantRole) -> None:
+    """Make ``email`` a participant of the ticket (once)."""
+    email = email.lower()
+    exists = session.execute(
+        select(col(TicketParticipant.id)).where(
+            col(TicketParticipant.ticket_id) == ticket_id, col(TicketParticipant.email) == email
+        )
+    ).first()
+    if exists is None:
+        session.add(TicketParticipant(ticket_id=ticket_id, email=email[:320], role=role))
+
+
+def link_tickets(session: Session, ticket_id: int, other_ticket_id: int, kind: str) -> None:
+    session.add(TicketLink(ticket_id=ticket_id, other_ticket_id=other_ticket_id, kind=kind))
+
+
+def set_status(
+    session: Session, ticket: Ticket, status: TicketStatus, actor: str, now: datetime
+) -> None:
+    """Change a ticket's status, with its history entry and the time stamps."""
+    if ticket.status == status:
+        return
+    assert ticket.id is not None
+    add_history(session, ticket.id, "status", ticket.status, status.value, actor, now)
+    ticket.status = status
+    if status is TicketStatus.resolved:
+        ticket.resolved_at = now
+    elif status is TicketStatus.closed:
+        ticket.closed_at = now
+    elif status is TicketStatus.reopened:
+        ticket.resolved_at = None
+        ticket.closed_at = None
+    ticket.updated_at = now
+    session.add(ticket)
 
 
 def touch(session: Session, ticket: Ticket, now: datetime) -> None:

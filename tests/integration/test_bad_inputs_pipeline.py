@@ -53,13 +53,13 @@ def test_every_fixture_becomes_a_ticket(db, settings_for, tmp_path, name):
     store = settings.attachment_dir.resolve()
     for path in created:
         resolved = path.resolve()
-        if resolved.name.startswith("mailbot.db"):
+        if resolved.name.startswith("mailbot.db") or resolved.name == "secret.key":
             continue
         assert resolved.is_relative_to(store), f"file outside the attachment store: {path}"
         assert len(resolved.name) == 64
     with db.transaction() as session:
         ticket = session.exec(select(Ticket)).one()
-        message = session.exec(select(Message)).one()
+        message = session.exec(select(Message).where(Message.direction == "inbound")).one()
         for text in (ticket.subject, ticket.description, message.text_body, message.author_name):
             assert "\x00" not in text
         # B-36: SLA maths use the receipt time, never the Date header.
@@ -84,7 +84,7 @@ def test_ambiguous_or_missing_sender_is_never_guessed(db, settings_for, name):
     _run_one(db, settings_for(), name)
     with db.transaction() as session:
         ticket = session.exec(select(Ticket)).one()
-        message = session.exec(select(Message)).one()
+        message = session.exec(select(Message).where(Message.direction == "inbound")).one()
         assert ticket.requester_id is None
         assert session.exec(select(Customer)).all() == []
         assert "unknown-sender" in message.flags
@@ -104,7 +104,7 @@ def test_valid_sender_becomes_the_requester(db, settings_for):
 def test_empty_body_gets_the_no_text_marker(db, settings_for, name):
     _run_one(db, settings_for(), name)
     with db.transaction() as session:
-        assert session.exec(select(Message)).one().text_body == NO_TEXT
+        assert session.exec(select(Message).where(Message.direction == "inbound")).one().text_body == NO_TEXT
 
 
 def test_attachment_names_never_become_paths(db, settings_for):
@@ -134,7 +134,7 @@ def test_nul_and_surrogates_store_identically(db, settings_for):
     """B-31: the same stored text on SQLite and PostgreSQL (compared to a fixed value)."""
     _run_one(db, settings_for(), "b31-nul-surrogates.eml")
     with db.transaction() as session:
-        message = session.exec(select(Message)).one()
+        message = session.exec(select(Message).where(Message.direction == "inbound")).one()
     assert "\x00" not in message.text_body
     assert not any(0xD800 <= ord(c) <= 0xDFFF for c in message.text_body)
     assert message.text_body.strip()

@@ -359,7 +359,10 @@ def test_ticket_show_json(run: Run, tmp_path: Path) -> None:
     assert {"messages", "history"} <= data.keys()
     assert [h["field"] for h in data["history"]] == ["status"]
     assert data["history"][0]["new"] == "new"
-    messages = data["messages"]
+    acks = [m for m in data["messages"] if m["direction"] == "outbound"]
+    assert [m["author_type"] for m in acks] == ["system"]
+    assert "event:ticket-opened" in acks[0]["flags"]
+    messages = [m for m in data["messages"] if m["direction"] == "inbound"]
     assert len(messages) == 2
     assert all("attachments" in m for m in messages)
     assert messages[0]["message_id"] == "store-attachments@example.com"

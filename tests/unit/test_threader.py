@@ -2,8 +2,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from mailbot import signing
 from mailbot.message import Address, ParsedMessage
-from mailbot.threader import SubjectToken, ThreadedBy, find_ticket
+from mailbot.threader import SubjectToken, ThreadedBy, find_ticket, plus_ticket_numbers
 
 
 class FakeLookup:
@@ -93,18 +94,61 @@ def test_subject_token_threads_for_the_requester():
     assert (match.ticket_id, match.how) == (9, ThreadedBy.subject_token)
 
 
-def test_stranger_with_a_valid_token_opens_a_new_ticket():
+def test_stranger_with_a_valid_token_is_not_a_participant():
     lookup = FakeLookup(by_number={42: 9}, participants={9: {"ann@example.org"}})
     match = find_ticket(mail("Re: [#42] x", sender="mallory@evil.example"), lookup, TOKEN)
-    assert match.ticket_id is None
-    assert match.how is ThreadedBy.not_participant
-    assert match.related_ticket_id == 9
+    assert (match.ticket_id, match.participant) == (9, False)
 
 
-def test_unknown_sender_never_appends():
+def test_unknown_sender_is_never_a_participant():
     lookup = FakeLookup(by_number={42: 9}, participants={9: {"ann@example.org"}})
     match = find_ticket(mail("Re: [#42] x", sender=None), lookup, TOKEN)
+    assert (match.ticket_id, match.participant) == (9, False)
+
+
+def test_participant_flag():
+    lookup = FakeLookup(by_number={42: 9}, participants={9: {"ann@example.org"}})
+    assert find_ticket(mail("Re: [#42] x"), lookup, TOKEN).participant is True
+
+
+def test_plus_address_threads_after_the_subject():
+    lookup = FakeLookup(by_number={7: 3, 8: 4}, participants={3: {"ann@example.org"}})
+    match = find_ticket(mail("no token"), lookup, TOKEN, plus_numbers=[7])
+    assert (match.ticket_id, match.how) == (3, ThreadedBy.plus_address)
+    match = find_ticket(mail("Re: [#8] x"), lookup, TOKEN, plus_numbers=[7])
+    assert (match.ticket_id, match.how) == (4, ThreadedBy.subject_token)
+
+
+@pytest.mark.parametrize(
+    ("addresses", "numbers"),
+    [
+        (["support+42@localhost"], [42]),
+        (["Support+42@LOCALHOST"], [42]),
+        (["support+abc@localhost", "support+0@localhost"], []),
+        (["other+42@localhost", "support+42@elsewhere.org"], []),
+        (["help+7@example.org", "support@localhost"], [7]),
+        (["support+99999999999@localhost"], []),
+    ],
+)
+def test_plus_ticket_numbers(addresses, numbers):
+    ours = {"support@localhost", "help@example.org"}
+    assert plus_ticket_numbers(addresses, ours) == numbers
+
+
+def test_forged_signed_ids_are_ignored_and_valid_ones_name_the_ticket():
+    key = b"k" * 32
+    good = signing.make_message_id(key, 42, "localhost")
+    forged = "mb.42.aaaaaaaa.0123456789abcdef@localhost"
+    lookup = FakeLookup(by_number={42: 9}, participants={9: {"ann@example.org"}})
+    kwargs = {
+        "signed_ticket": lambda mid: signing.ticket_of_message_id(key, mid),
+        "looks_signed": signing.looks_like_ours,
+    }
+    match = find_ticket(mail("rewritten", references=[forged]), lookup, TOKEN, **kwargs)
     assert match.ticket_id is None
+    assert lookup.asked == []  # the forged ID was never even looked up
+    match = find_ticket(mail("rewritten", references=[good]), lookup, TOKEN, **kwargs)
+    assert (match.ticket_id, match.how) == (9, ThreadedBy.references)
 
 
 def test_unknown_token_is_a_new_ticket():

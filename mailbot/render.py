@@ -1,0 +1,72 @@
+"""Jinja2 rendering of mail templates: the only module that imports jinja2.
+
+Templates live in ``mailbot/templates/mail/<audience>/<event>.<lang>.txt.j2``
+(plain text; its first line is ``Subject: ...``, then an empty line, then the
+body) and, optionally, ``...<lang>.html.j2`` for the HTML part. An operator's
+``conversation.templates_dir`` is searched first, so any template can be
+replaced without touching the package. HTML templates are autoescaped;
+undefined variables are errors (StrictUndefined), never empty strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+LANGUAGES = ("en", "ru")
+
+
+class TemplateError(Exception):
+    """A template is missing or broken."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str | None
+
+
+class MailRenderer:
+    def __init__(self, override_dir: Path | None = None) -> None:
+        paths = [str(override_dir)] if override_dir else []
+        paths.append(str(BUILTIN_TEMPLATES))
+        self.env = Environment(
+            loader=ChoiceLoader([FileSystemLoader(p) for p in paths]),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(
+        self, audience: str, event: str, language: str, context: dict[str, Any]
+    ) -> RenderedMail:
+        if language not in LANGUAGES:
+            language = "en"
+        base = f"mail/{audience}/{event}.{language}"
+        try:
+            text = self.env.get_template(f"{base}.txt.j2").render(context)
+        except TemplateNotFound as exc:
+            raise TemplateError(f"no template {exc.name}") from exc
+        head, sep, body = text.partition("\n\n")
+        if not sep or not head.startswith("Subject:"):
+            raise TemplateError(f"{base}.txt.j2 must start with 'Subject: ...' and an empty line")
+        subject = " ".join(head[len("Subject:") :].split())
+        try:
+            html: str | None = self.env.get_template(f"{base}.html.j2").render(context)
+        except TemplateNotFound:
+            html = None
+        return RenderedMail(subject=subject, text=body.lstrip("\n"), html=html)

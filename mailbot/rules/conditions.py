@@ -1,0 +1,721 @@
+"""Rule conditions: one small pure predicate per condition id.
+
+Each entry of :data:`CONDITIONS` maps a kebab-case id (as written in
+``rules.yaml``) to a *factory*: it takes the argument from the file, checks and
+compiles it once (raising :class:`ValueError` with a message for the operator)
+and returns a :data:`Predicate`. A predicate takes the :class:`Facts` of one
+mail and returns ``None`` when the condition does not hold, or a short text
+saying why it holds (the keyword found, the header value...): that text is the
+explanation stored with the rule hit.
+
+Keywords (``*-contains``) are case-insensitive, match whole words, and a
+trailing ``*`` makes a word a prefix (``недоступ*`` matches ``недоступна``).
+``ё`` and ``е`` are the same letter. Words of a phrase (``не могу войти``) must
+follow each other, with any spaces or punctuation between them. Matching goes
+through a per-mail word index, so that hundreds of keyword rules cost a few
+set look-ups each instead of a scan of the body.
+
+Regular expressions (``*-matches``) are Python ``re`` syntax, searched
+case-insensitively (``(?-i:...)`` turns that off for a group).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from functools import cached_property
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from mailbot.message import ParsedMessage
+
+#: Only this many characters of the body are searched (keywords and regexes).
+BODY_SEARCH_LIMIT: Final = 100_000
+MAIL_CLASSES: Final = ("human", "auto-reply", "bounce", "loop")
+WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Ticket priorities, most urgent first.
+PRIORITIES: Final = ("critical", "high", "medium", "low")
+
+_WORD = re.compile(r"\w+")
+_KEYWORD_WORD = re.compile(r"\w+\*?")
+_BAD_STAR = re.compile(r"(?<!\w)\*|\*(?=[\w*])")
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInput:
+    """Everything the rules may look at for one inbound mail.
+
+    ``recipients`` are the addresses the mail came to (envelope RCPT TO, else
+    To and Cc), ``mail_class`` is one of :data:`MAIL_CLASSES`, and
+    ``received_at`` is an aware datetime (UTC by convention).
+    """
+
+    msg: ParsedMessage
+    recipients: tuple[str, ...] = ()
+    is_new_ticket: bool = True
+    customer_known: bool = False
+    mail_class: str = "human"
+    received_at: datetime | None = None
+
+
+def normalise(text: str) -> str:
+    """The form keywords and text are compared in: lower case, ``ё`` as ``е``."""
+    return text.lower().replace("ё", "е")
+
+
+class WordIndex:
+    """The distinct words of one text, normalised, for exact and prefix look-ups.
+
+    Built from the distinct whitespace-separated tokens of the normalised
+    text: far cheaper than tokenising the whole body with a regular expression.
+    """
+
+    __slots__ = ("_text", "raw", "sorted", "words")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self._text: str | None = normalise(raw)
+        # C-level loops only: split, set, filter; the few tokens with punctuation
+        # inside ("e-mail", "(api)") are split on \W in one regex pass.
+        tokens = set(self._text.split())
+        words = set(filter(str.isalnum, tokens))  # \w is alphanumeric or "_"
+        odd = tokens - words
+        if odd:
+            words.update(_WORD.findall(" ".join(odd)))
+        self.words = frozenset(words)
+        self.sorted: list[str] = sorted(words)
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = normalise(self.raw)
+        return self._text
+
+    def find(self, word: str, prefix: bool) -> str | None:
+        """``word`` itself, or with ``prefix`` the first word starting with it."""
+        if not prefix:
+            return word if word in self.words else None
+        i = bisect_left(self.sorted, word)
+        if i < len(self.sorted):
+            found: str = self.sorted[i]
+            if found.startswith(word):
+                return found
+        return None
+
+
+class Facts:
+    """One mail as the predicates see it: normalised once, indexed lazily.
+
+    ``category`` and ``priority`` are the decision so far; the engine updates
+    them as rules fire, so later rules can test them.
+    """
+
+    def __init__(self, mail: RuleInput) -> None:
+        self.mail = mail
+        self.category: str | None = None
+        self.priority: str | None = None
+        #: The label of the condition that failed last (the explanation of a miss).
+        self.miss = ""
+
+    @cached_property
+    def raw_body(self) -> str:
+        return self.mail.msg.text[:BODY_SEARCH_LIMIT]
+
+    @cached_property
+    def subject_lower(self) -> str:
+        return self.mail.msg.subject.lower()
+
+    @cached_property
+    def body_lower(self) -> str:
+        return self.raw_body.lower()
+
+    @cached_property
+    def subject(self) -> WordIndex:
+        return WordIndex(self.mail.msg.subject)
+
+    @cached_property
+    def body(self) -> WordIndex:
+        return WordIndex(self.raw_body)
+
+    @cached_property
+    def sender(self) -> str:
+        sender = self.mail.msg.sender
+        return sender.email.lower() if sender else ""
+
+    @cached_property
+    def sender_domain(self) -> str:
+        return self.sender.rpartition("@")[2]
+
+    @cached_property
+    def recipients(self) -> frozenset[str]:
+        return frozenset(r.lower() for r in self.mail.recipients)
+
+    @cached_property
+    def headers(self) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name, value in self.mail.msg.headers:
+            found.setdefault(name.lower(), []).append(value)
+        return found
+
+
+Predicate = Callable[[Facts], str | None]
+ConditionFactory = Callable[[object], Predicate]
+
+
+# -- argument helpers -------------------------------------------------------------
+
+
+def _strings(arg: object, what: str) -> tuple[str, ...]:
+    """A string or a non-empty list of non-empty strings."""
+    items = [arg] if isinstance(arg, str) else arg
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"expected {what} or a list of them")
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str | int) or isinstance(item, bool) or not str(item).strip():
+            raise ValueError(f"expected {what}, got {item!r}")
+        out.append(str(item).strip())
+    return tuple(out)
+
+
+def _flag(arg: object) -> bool:
+    if not isinstance(arg, bool):
+        raise ValueError(f"expected true or false, got {arg!r}")
+    return arg
+
+
+def _regex(arg: object) -> Regex:
+    if not isinstance(arg, str) or not arg:
+        raise ValueError("expected a regular expression (a non-empty string)")
+    try:
+        return Regex(re.compile(arg, re.IGNORECASE))
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {arg!r}: {exc}") from None
+
+
+def _zone(arg: object) -> ZoneInfo:
+    if not isinstance(arg, str):
+        raise ValueError(f"expected an IANA time zone name, got {arg!r}")
+    try:
+        return ZoneInfo(arg)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {arg!r}") from None
+
+
+def parse_time(value: object) -> time:
+    """``HH:MM`` (24-hour) as a time; ``24:00`` is midnight at the end of the day."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if match is None or int(match[1]) > 24 or int(match[2]) > 59:
+        raise ValueError(f"expected a time as HH:MM, got {value!r}")
+    if int(match[1]) == 24:
+        if int(match[2]):
+            raise ValueError(f"expected a time as HH:MM, got {value!r}")
+        return time(0, 0)
+    return time(int(match[1]), int(match[2]))
+
+
+def _mapping(arg: object, allowed: Iterable[str], required: Iterable[str]) -> dict[str, object]:
+    if not isinstance(arg, dict):
+        raise ValueError(f"expected a mapping with keys {', '.join(allowed)}")
+    unknown = sorted(set(map(str, arg)) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (allowed: {', '.join(allowed)})")
+    missing = [key for key in required if key not in arg]
+    if missing:
+        raise ValueError(f"missing key {missing[0]!r}")
+    return {str(k): v for k, v in arg.items()}
+
+
+# -- regular expressions ----------------------------------------------------------
+
+
+@functools.cache
+def _caseless_safe(char: str) -> bool:
+    """Whether every character ``re.IGNORECASE`` equates with ``char`` lowers to its lower.
+
+    Then "``char.lower()`` occurs in ``text.lower()``" is a safe pre-check for the
+    literal: false for ``s`` (long s), ``i`` (dotless i) and a few more.
+    """
+    if char.lower() == char.upper():
+        return True
+    target = char.lower()
+    matches = re.findall(re.escape(char), _bmp(), re.IGNORECASE)
+    return all(other.lower() == target for other in matches)
+
+
+@functools.cache
+def _bmp() -> str:
+    return "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, 0x10000)))
+
+
+@dataclass(frozen=True, slots=True)
+class Prechecks:
+    """What every match of a pattern needs in the text, checked before searching.
+
+    ``words`` must be words of the text, ``prefixes`` must start a word (both
+    through the :class:`WordIndex`, in its normalised form), and ``literals``
+    must occur in the lower-cased text (used only when no word is known).
+    """
+
+    words: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+    literals: tuple[str, ...] = ()
+
+
+def prechecks(pattern: str, flags: int = 0) -> Prechecks:
+    """The :class:`Prechecks` of ``pattern``, read from the parse tree of ``re``.
+
+    ``re._parser`` is private: on any surprise the answer is "no pre-check",
+    which only costs speed. Runs of literal characters count in the top-level
+    sequence, in groups and in repeats of at least one; a ``\\b`` next to a run
+    closes the word at that end.
+    """
+    try:
+        parser: Any = importlib.import_module("re._parser")
+        tree = parser.parse(pattern, flags)
+    except Exception:  # private API: fall back to always searching
+        return Prechecks()
+    runs: list[tuple[str, bool, bool]] = []
+
+    def walk(items: Any) -> None:
+        current: list[str] = []
+        closed_before = False
+        pending_boundary = False
+
+        def cut(boundary_after: bool = False) -> None:
+            nonlocal closed_before
+            if current:
+                runs.append(("".join(current), closed_before, boundary_after))
+            current.clear()
+            closed_before = False
+
+        for op, av in items:
+            name = str(op)
+            if name == "LITERAL" and _caseless_safe(chr(av)):
+                if not current:
+                    closed_before = pending_boundary
+                current.append(chr(av).lower())
+                pending_boundary = False
+                continue
+            boundary = name == "AT" and str(av) == "AT_BOUNDARY"
+            if name == "AT" and not boundary:
+                continue  # other anchors are zero width and say nothing of words
+            cut(boundary_after=boundary)
+            pending_boundary = boundary
+            if name == "SUBPATTERN":
+                walk(av[-1])
+            elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+                walk(av[2])
+        cut()
+
+    walk(tree)
+    words: set[str] = set()
+    prefixes: set[str] = set()
+    literals: set[str] = set()
+    for run, closed_before, closed_after in runs:
+        normal = run.replace("ё", "е")
+        for match in _WORD.finditer(normal):
+            left = match.start() > 0 or closed_before
+            right = match.end() < len(normal) or closed_after
+            if left and right:
+                words.add(match.group(0))
+            elif left:
+                prefixes.add(match.group(0))
+        if len(run) >= 3:
+            literals.add(run)
+    if words or prefixes:
+        return Prechecks(frozenset(words), tuple(sorted(prefixes, key=len, reverse=True)[:3]))
+    return Prechecks(literals=tuple(sorted(literals, key=len, reverse=True)[:2]))
+
+
+class Regex:
+    """A compiled case-insensitive pattern with cheap :class:`Prechecks`.
+
+    Most rules' patterns do not occur in most mail: a set look-up in the word
+    index says so far faster than a case-insensitive scan of the body.
+    """
+
+    __slots__ = ("checks", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.checks = prechecks(pattern.pattern, pattern.flags)
+
+    def search(self, text: str, lowered: str, index: WordIndex) -> str | None:
+        checks = self.checks
+        if not checks.words <= index.words:
+            return None
+        for prefix in checks.prefixes:
+            if index.find(prefix, True) is None:
+                return None
+        for literal in checks.literals:
+            if literal not in lowered:
+                return None
+        match = self.pattern.search(text)
+        return None if match is None else repr(match.group(0)[:60])
+
+
+# -- keywords ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Keywords:
+    """A rule's keyword list, compiled once.
+
+    Single words are one set operation on the word index, prefixes a binary
+    search each; phrases are pre-filtered by their words and confirmed by one
+    regular expression for all the phrases of the list.
+    """
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+    phrases: tuple[tuple[frozenset[str], tuple[str, ...]], ...]
+    phrase_regex: re.Pattern[str] | None
+
+    def search(self, index: WordIndex) -> str | None:
+        """The text that matched, or None."""
+        if not self.exact.isdisjoint(index.words):
+            return min(self.exact & index.words)
+        ordered = index.sorted
+        size = len(ordered)
+        for prefix in self.prefixes:  # index.find, inlined: this is the hot loop
+            i = bisect_left(ordered, prefix)
+            if i < size and ordered[i].startswith(prefix):
+                found: str = ordered[i]
+                return found
+        for words, prefixes in self.phrases:
+            if words <= index.words and all(index.find(p, True) for p in prefixes):
+                assert self.phrase_regex is not None
+                match = self.phrase_regex.search(index.text)
+                return match.group(0) if match else None
+        return None
+
+
+def compile_keywords(arg: object) -> Keywords:
+    """Compile a keyword list (see the module docstring for the syntax)."""
+    exact: set[str] = set()
+    prefixes: list[str] = []
+    phrases: list[tuple[frozenset[str], tuple[str, ...]]] = []
+    patterns: list[str] = []
+    for keyword in _strings(arg, "a keyword"):
+        text = normalise(keyword)
+        tokens = _KEYWORD_WORD.findall(text)
+        if not tokens or _BAD_STAR.search(text):
+            raise ValueError(f"bad keyword {keyword!r}: '*' may only end a word")
+        words = [(t.rstrip("*"), t.endswith("*")) for t in tokens]
+        if len(words) == 1:
+            word, prefix = words[0]
+            if prefix:
+                prefixes.append(word)
+            else:
+                exact.add(word)
+            continue
+        whole = frozenset(w for w, p in words if not p)
+        phrases.append((whole, tuple(w for w, p in words if p)))
+        patterns.append(r"\W+".join(re.escape(w) + (r"\w*" if p else "") for w, p in words))
+    regex = re.compile(r"(?<!\w)(?:" + "|".join(patterns) + r")(?!\w)") if patterns else None
+    return Keywords(frozenset(exact), tuple(prefixes), tuple(phrases), regex)
+
+
+def subject_contains(arg: object) -> Predicate:
+    keywords = compile_keywords(arg)
+    return lambda facts: keywords.search(facts.subject)
+
+
+def body_contains(arg: object) -> Predicate:
+    keywords = compile_keywords(arg)
+    return lambda facts: keywords.search(facts.body)
+
+
+def text_contains(arg: object) -> Predicate:
+    keywords = compile_keywords(arg)
+
+    def test(facts: Facts) -> str | None:
+        return keywords.search(facts.subject) or keywords.search(facts.body)
+
+    return test
+
+
+# -- regular expression conditions -----------------------------------------------
+
+
+def subject_matches(arg: object) -> Predicate:
+    regex = _regex(arg)
+    return lambda facts: regex.search(facts.mail.msg.subject, facts.subject_lower, facts.subject)
+
+
+def body_matches(arg: object) -> Predicate:
+    regex = _regex(arg)
+    return lambda facts: regex.search(facts.raw_body, facts.body_lower, facts.body)
+
+
+def text_matches(arg: object) -> Predicate:
+    regex = _regex(arg)
+
+    def test(facts: Facts) -> str | None:
+        return regex.search(
+            facts.mail.msg.subject, facts.subject_lower, facts.subject
+        ) or regex.search(facts.raw_body, facts.body_lower, facts.body)
+
+    return test
+
+
+# -- addresses --------------------------------------------------------------------
+
+
+def _addresses(arg: object) -> frozenset[str]:
+    found = frozenset(a.lower() for a in _strings(arg, "an address"))
+    bad = sorted(a for a in found if "@" not in a.strip("@") or a.startswith("@"))
+    if bad:
+        raise ValueError(f"not an address: {bad[0]!r}")
+    return found
+
+
+def _domains(arg: object) -> tuple[str, ...]:
+    found = tuple(d.lower().lstrip("@") for d in _strings(arg, "a domain"))
+    bad = [d for d in found if "@" in d or "." not in d.strip(".")]
+    if bad:
+        raise ValueError(f"not a domain: {bad[0]!r}")
+    return found
+
+
+def _domain_match(domain: str, domains: tuple[str, ...]) -> str | None:
+    for wanted in domains:
+        if domain == wanted or domain.endswith("." + wanted):
+            return wanted
+    return None
+
+
+def from_address(arg: object) -> Predicate:
+    addresses = _addresses(arg)
+    return lambda facts: facts.sender if facts.sender in addresses else None
+
+
+def from_domain(arg: object) -> Predicate:
+    domains = _domains(arg)
+    return lambda facts: _domain_match(facts.sender_domain, domains) if facts.sender else None
+
+
+def to_address(arg: object) -> Predicate:
+    addresses = _addresses(arg)
+
+    def test(facts: Facts) -> str | None:
+        hits = addresses & facts.recipients
+        return min(hits) if hits else None
+
+    return test
+
+
+def customer_in(arg: object) -> Predicate:
+    entries = _strings(arg, "an address or a domain")
+    emails = [e for e in entries if "@" in e.strip("@")]
+    others = [e for e in entries if e not in emails]
+    addresses = _addresses(emails) if emails else frozenset()
+    domains = _domains(others) if others else ()
+
+    def test(facts: Facts) -> str | None:
+        if not facts.sender:
+            return None
+        if facts.sender in addresses:
+            return facts.sender
+        return _domain_match(facts.sender_domain, domains)
+
+    return test
+
+
+def customer_new(arg: object) -> Predicate:
+    wanted = _flag(arg)
+    label = "new customer" if wanted else "known customer"
+    return lambda facts: label if (not facts.mail.customer_known) == wanted else None
+
+
+# -- headers and attachments ------------------------------------------------------
+
+
+def header_present(arg: object) -> Predicate:
+    names = tuple(n.lower() for n in _strings(arg, "a header name"))
+
+    def test(facts: Facts) -> str | None:
+        for name in names:
+            if name in facts.headers:
+                return name
+        return None
+
+    return test
+
+
+def header_matches(arg: object) -> Predicate:
+    if not isinstance(arg, dict) or not arg:
+        raise ValueError("expected a mapping of header name to regular expression")
+    patterns = tuple((str(name).lower(), _regex(value)) for name, value in arg.items())
+
+    def test(facts: Facts) -> str | None:
+        found: list[str] = []
+        for name, regex in patterns:
+            hit = next((v for v in facts.headers.get(name, ()) if regex.pattern.search(v)), None)
+            if hit is None:
+                return None
+            found.append(f"{name}: {hit[:60]}")
+        return "; ".join(found)
+
+    return test
+
+
+def has_attachment(arg: object) -> Predicate:
+    wanted = _flag(arg)
+
+    def test(facts: Facts) -> str | None:
+        count = sum(1 for a in facts.mail.msg.attachments if not a.inline)
+        if (count > 0) != wanted:
+            return None
+        return f"{count} attachment(s)"
+
+    return test
+
+
+def attachment_type(arg: object) -> Predicate:
+    entries = tuple(e.lower() for e in _strings(arg, "a MIME type or an .extension"))
+    for entry in entries:
+        if not entry.startswith(".") and not re.fullmatch(r"[\w.+-]+/(\*|[\w.+-]+)", entry):
+            raise ValueError(f"expected a MIME type (image/png, image/*) or .ext, got {entry!r}")
+
+    def test(facts: Facts) -> str | None:
+        for att in facts.mail.msg.attachments:
+            ctype = att.content_type.lower()
+            name = att.filename.lower()
+            for entry in entries:
+                if entry.startswith("."):
+                    if name.endswith(entry):
+                        return att.filename
+                elif entry.endswith("/*"):
+                    if ctype.startswith(entry[:-1]):
+                        return f"{att.filename} ({ctype})"
+                elif ctype == entry:
+                    return f"{att.filename} ({ctype})"
+        return None
+
+    return test
+
+
+# -- time -------------------------------------------------------------------------
+
+
+def _when(facts: Facts, zone: ZoneInfo) -> datetime | None:
+    at = facts.mail.received_at
+    return None if at is None else at.astimezone(zone)
+
+
+def time_between(arg: object) -> Predicate:
+    spec = _mapping(arg, ("start", "end", "time-zone"), ("start", "end"))
+    start, end = parse_time(spec["start"]), parse_time(spec["end"])
+    zone = _zone(spec.get("time-zone", "UTC"))
+    if start == end:
+        raise ValueError("start and end are the same time")
+
+    def test(facts: Facts) -> str | None:
+        local = _when(facts, zone)
+        if local is None:
+            return None
+        now = local.time().replace(tzinfo=None)
+        inside = start <= now < end if start < end else (now >= start or now < end)
+        return f"{now:%H:%M} {zone.key}" if inside else None
+
+    return test
+
+
+def weekday_in(arg: object) -> Predicate:
+    if isinstance(arg, dict):
+        spec = _mapping(arg, ("days", "time-zone"), ("days",))
+        days, zone = spec["days"], _zone(spec.get("time-zone", "UTC"))
+    else:
+        days, zone = arg, ZoneInfo("UTC")
+    wanted: set[int] = set()
+    for day in _strings(days, "a weekday (mon..sun)"):
+        if day.lower()[:3] not in WEEKDAYS:
+            raise ValueError(f"unknown weekday {day!r} (use mon, tue, ... sun)")
+        wanted.add(WEEKDAYS.index(day.lower()[:3]))
+
+    def test(facts: Facts) -> str | None:
+        local = _when(facts, zone)
+        if local is None or local.weekday() not in wanted:
+            return None
+        return f"{WEEKDAYS[local.weekday()]} {zone.key}"
+
+    return test
+
+
+# -- what kind of mail ------------------------------------------------------------
+
+
+def mail_class(arg: object) -> Predicate:
+    classes = frozenset(c.lower() for c in _strings(arg, "a mail class"))
+    unknown = sorted(classes - set(MAIL_CLASSES))
+    if unknown:
+        raise ValueError(f"unknown mail class {unknown[0]!r} (use {', '.join(MAIL_CLASSES)})")
+    return lambda facts: facts.mail.mail_class if facts.mail.mail_class in classes else None
+
+
+def is_new_ticket(arg: object) -> Predicate:
+    wanted = _flag(arg)
+    return lambda facts: "new ticket" if facts.mail.is_new_ticket == wanted else None
+
+
+def is_reply(arg: object) -> Predicate:
+    wanted = _flag(arg)
+    return lambda facts: "reply" if (not facts.mail.is_new_ticket) == wanted else None
+
+
+# -- the decision so far ----------------------------------------------------------
+
+
+def category_is(arg: object) -> Predicate:
+    wanted = frozenset(_strings(arg, "a category"))
+    return lambda facts: facts.category if facts.category in wanted else None
+
+
+def priority_is(arg: object) -> Predicate:
+    wanted = frozenset(p.lower() for p in _strings(arg, "a priority"))
+    unknown = sorted(wanted - set(PRIORITIES))
+    if unknown:
+        raise ValueError(f"unknown priority {unknown[0]!r} (use {', '.join(PRIORITIES)})")
+    return lambda facts: facts.priority if facts.priority in wanted else None
+
+
+def always(arg: object) -> Predicate:
+    if arg is not True:
+        raise ValueError("expected true")
+    return lambda facts: "always"
+
+
+#: Every condition id of ``rules.yaml`` and the factory that compiles its argument.
+CONDITIONS: Final[Mapping[str, ConditionFactory]] = {
+    "from-address": from_address,
+    "from-domain": from_domain,
+    "to-address": to_address,
+    "customer-new": customer_new,
+    "customer-in": customer_in,
+    "subject-contains": subject_contains,
+    "body-contains": body_contains,
+    "text-contains": text_contains,
+    "subject-matches": subject_matches,
+    "body-matches": body_matches,
+    "text-matches": text_matches,
+    "header-present": header_present,
+    "header-matches": header_matches,
+    "has-attachment": has_attachment,
+    "attachment-type": attachment_type,
+    "time-between": time_between,
+    "weekday-in": weekday_in,
+    "mail-class": mail_class,
+    "is-new-ticket": is_new_ticket,
+    "is-reply": is_reply,
+    "category-is": category_is,
+    "priority-is": priority_is,
+    "always": always,
+}
