@@ -296,6 +296,10 @@ class Settings(_Section):
         "INFO", description="Lowest level written to the log."
     )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    rules_file: str = Field(
+        "rules.yaml", description="The rules; when the default file is absent, the built-in rules."
+    )
+    agents_file: str = Field("", description="agents.yaml with agents and teams; empty for none.")
     smtp: SmtpSettings = SmtpSettings()
     lmtp: LmtpSettings = LmtpSettings()
     inbox: InboxSettings = InboxSettings()

@@ -20,12 +20,16 @@ from sqlmodel import Session
 from mailbot import language, lifecycle, signing, sla
 from mailbot.classify import Classification, MailClass, read_bounce
 from mailbot.config import Settings
+from mailbot.directory import People
 from mailbot.message import ParsedMessage
 from mailbot.notify import Notifier
+from mailbot.routing import route
+from mailbot.rules import Decision, RuleInput, RuleSet, evaluate
 from mailbot.states import AuthorType, Direction, ParticipantRole, Priority, TicketStatus
 from mailbot.store import outbox, tickets
+from mailbot.store import people as people_store
 from mailbot.store.inbox import InboundItem
-from mailbot.store.models import Customer, Ticket
+from mailbot.store.tickets import CustomerRow, TicketRow
 from mailbot.threader import SubjectToken, ThreadedBy, ThreadMatch, find_ticket, plus_ticket_numbers
 
 log = logging.getLogger(__name__)
@@ -48,12 +52,37 @@ class Applied:
     acknowledged: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a mail goes before anything is written: an existing ticket or a new one."""
+
+    existing: TicketRow | None
+    related: TicketRow | None = None
+    status: TicketStatus | None = None
+    reopen: bool = False
+
+    @property
+    def new(self) -> bool:
+        return self.existing is None
+
+
 class Conversation:
-    def __init__(self, settings: Settings, notifier: Notifier, key: bytes, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        notifier: Notifier,
+        key: bytes,
+        clock: Clock,
+        *,
+        rules: Callable[[], RuleSet],
+        people: People,
+    ) -> None:
         self.settings = settings
         self.notifier = notifier
         self.key = key
         self.clock = clock
+        self.rules = rules
+        self.people = people
         self.token = SubjectToken(settings.tickets.token_format)
         self.reopen_window = timedelta(days=settings.conversation.reopen_days)
 
@@ -71,27 +100,66 @@ class Conversation:
             if linked is not None:
                 return linked
         match = self._thread(session, item, msg)
+        human = klass.mail_class is MailClass.human
         customer = (
-            tickets.get_or_create_customer(session, msg.sender.email, msg.sender.name)
+            tickets.get_or_create_customer(
+                session,
+                msg.sender.email,
+                msg.sender.name,
+                now=now,
+                language=self._language(msg) if human else None,
+                # A customer who writes to us is reachable again.
+                bouncing=False if human else None,
+            )
             if msg.sender
             else None
         )
-        if customer is not None and klass.mail_class is MailClass.human:
-            customer.bouncing = False
-            if customer.language is None:
-                customer.language = self._language(msg)
-        ticket, outcome = self._target(session, match, msg, klass, customer, now)
-        assert ticket.id is not None
+        plan = self._plan(session, match, klass)
+        decision = evaluate(
+            self.rules(),
+            RuleInput(
+                msg=msg,
+                recipients=tuple(item.envelope_to) or tuple(a.email for a in msg.to),
+                is_new_ticket=plan.new,
+                customer_known=customer is not None and not customer.is_new,
+                mail_class=klass.mail_class.value,
+                received_at=now,
+            ),
+        )
+        actor = msg.sender.email if msg.sender else "system"
+        if plan.existing is None:
+            ticket = self._new_ticket(session, msg, customer, decision, now, related=plan.related)
+            outcome = "created"
+        else:
+            ticket = self._update(session, plan.existing, plan, decision, actor, now)
+            outcome = "reopened" if plan.reopen else "appended"
         self._store_message(session, ticket, item, msg, klass, match, blob_keys, now)
+        tickets.add_rule_hits(
+            session,
+            inbound_id=item.id,
+            ticket_id=ticket.id,
+            hits=[(o.rule_id, o.explanation) for o in decision.outcomes if o.matched],
+            now=now,
+        )
         acknowledged = False
-        if outcome == "created" and customer is not None and klass.may_auto_answer:
-            acknowledged = self.notifier.acknowledge(
-                session,
-                ticket,
-                customer,
-                in_reply_to=msg.message_id,
-                references=msg.references,
-            )
+        if customer is not None and klass.may_auto_answer and not decision.spam:
+            if outcome == "created":
+                acknowledged = self.notifier.acknowledge(
+                    session,
+                    ticket,
+                    customer,
+                    in_reply_to=msg.message_id,
+                    references=msg.references,
+                )
+            if decision.auto_reply:
+                self.notifier.auto_reply(
+                    session,
+                    ticket,
+                    customer,
+                    decision.auto_reply,
+                    in_reply_to=msg.message_id,
+                    references=msg.references,
+                )
         return Applied(outcome, ticket.id, ticket.number, acknowledged)
 
     # -- steps ----------------------------------------------------------------------
@@ -114,19 +182,10 @@ class Conversation:
             looks_signed=signing.looks_like_ours,
         )
 
-    def _target(
-        self,
-        session: Session,
-        match: ThreadMatch,
-        msg: ParsedMessage,
-        klass: Classification,
-        customer: Customer | None,
-        now: datetime,
-    ) -> tuple[Ticket, str]:
-        actor = msg.sender.email if msg.sender else "system"
+    def _plan(self, session: Session, match: ThreadMatch, klass: Classification) -> _Plan:
         if match.ticket_id is None:
-            return self._new_ticket(session, msg, customer, now, related=None), "created"
-        existing = tickets.get_ticket(session, match.ticket_id)
+            return _Plan(None)
+        existing = tickets.ticket_row(session, match.ticket_id)
         assert existing is not None
         trusted = match.participant or self.settings.conversation.unknown_sender == "append"
         if not trusted:
@@ -135,36 +194,55 @@ class Conversation:
                 existing.number,
                 extra={"action": "thread_not_participant", "ticket_number": existing.number},
             )
-            return self._new_ticket(session, msg, customer, now, related=existing), "created"
+            return _Plan(None, related=existing)
         if klass.mail_class is not MailClass.human:
             # Auto-replies and unmatched reports are kept, but change nothing.
-            tickets.touch(session, existing, now)
-            return existing, "appended"
+            return _Plan(existing)
         effect = lifecycle.customer_reply(
-            TicketStatus(existing.status),
+            existing.status,
             closed_at=existing.closed_at,
-            now=now,
+            now=self.clock(),
             reopen_window=self.reopen_window,
         )
         if effect.action is lifecycle.ReplyAction.new_linked:
-            return self._new_ticket(session, msg, customer, now, related=existing), "created"
-        if effect.status is not None:
-            tickets.set_status(session, existing, effect.status, actor, now)
-        tickets.touch(session, existing, now)
-        return existing, (
-            "reopened" if effect.action is lifecycle.ReplyAction.reopen else "appended"
+            return _Plan(None, related=existing)
+        return _Plan(
+            existing,
+            status=effect.status,
+            reopen=effect.action is lifecycle.ReplyAction.reopen,
         )
+
+    def _update(
+        self,
+        session: Session,
+        ticket: TicketRow,
+        plan: _Plan,
+        decision: Decision,
+        actor: str,
+        now: datetime,
+    ) -> TicketRow:
+        """A reply: the lifecycle's status change; the rules add tags and escalations."""
+        if plan.status is not None:
+            ticket = tickets.set_status(session, ticket, plan.status, actor, now)
+        else:
+            tickets.touch(session, ticket.id, now)
+        if decision.tags:
+            tickets.add_tags(session, ticket.id, decision.tags)
+        for reason in decision.escalations:
+            tickets.escalate(session, ticket.id, reason, "rules", now)
+        return ticket
 
     def _new_ticket(
         self,
         session: Session,
         msg: ParsedMessage,
-        customer: Customer | None,
+        customer: CustomerRow | None,
+        decision: Decision,
         now: datetime,
         *,
-        related: Ticket | None,
-    ) -> Ticket:
-        priority = Priority(self.settings.tickets.default_priority)
+        related: TicketRow | None,
+    ) -> TicketRow:
+        priority = Priority(decision.priority)
         table = self.settings.sla
         ticket = tickets.create_ticket(
             session,
@@ -172,31 +250,70 @@ class Conversation:
             description=msg.text if msg.text.strip() else NO_TEXT,
             requester=customer,
             priority=priority,
-            category=self.settings.tickets.default_category,
+            category=decision.category,
+            subcategory=decision.subcategory,
+            tags=decision.tags,
+            spam=decision.spam,
             now=now,
             actor=msg.sender.email if msg.sender else "system",
             sla_first_response_due_at=sla.due(now, priority, table.first_response),
             sla_resolution_due_at=sla.due(now, priority, table.resolution),
         )
-        assert ticket.id is not None
         if customer is not None:
-            tickets.add_participant(session, ticket.id, customer.email, ParticipantRole.requester)
+            tickets.add_participant(
+                session, ticket.id, customer.email, ParticipantRole.requester, now
+            )
         ours = self.settings.our_addresses
         cc = [a.email for a in msg.cc if a.email.lower() not in ours]
         for email in cc[: self.settings.conversation.max_cc_participants]:
-            tickets.add_participant(session, ticket.id, email, ParticipantRole.cc)
+            tickets.add_participant(session, ticket.id, email, ParticipantRole.cc, now)
         if related is not None:
-            assert related.id is not None
-            tickets.link_tickets(session, ticket.id, related.id, "related")
+            tickets.link_tickets(session, ticket.id, related.id, "related", now)
             tickets.add_history(
                 session, ticket.id, "related", None, str(related.number), "system", now
             )
+        for reason in decision.escalations:
+            tickets.escalate(session, ticket.id, reason, "rules", now)
+        if not decision.spam:
+            self._route(session, ticket, decision, now)
         return ticket
+
+    def _route(
+        self, session: Session, ticket: TicketRow, decision: Decision, now: datetime
+    ) -> None:
+        """Assign a new ticket through routing, or leave it in its team's queue."""
+        if not self.people.agents and not decision.assignee:
+            return
+        state = people_store.routing_state(session)
+        chosen = route(
+            category=decision.category,
+            teams=self.people.teams,
+            agents=self.people.routing_agents,
+            at=now,
+            state=state,
+            rule_assignee=decision.assignee,
+            rule_team=decision.team,
+        )
+        if chosen.team is not None:
+            tickets.set_team(session, ticket.id, chosen.team)
+        if chosen.assignee is None:
+            return
+        agent_id = people_store.agent_ids(session).get(chosen.assignee)
+        if agent_id is None:
+            log.warning(
+                "routing chose %s, who is not an agent in the database",
+                chosen.assignee,
+                extra={"action": "routing_unknown_agent", "ticket_number": ticket.number},
+            )
+            return
+        tickets.assign(session, ticket, agent_id, chosen.assignee, f"routing ({chosen.how})", now)
+        if chosen.team is not None:
+            people_store.set_last_assigned(session, chosen.team, chosen.assignee, now)
 
     def _store_message(
         self,
         session: Session,
-        ticket: Ticket,
+        ticket: TicketRow,
         item: InboundItem,
         msg: ParsedMessage,
         klass: Classification,
@@ -204,7 +321,6 @@ class Conversation:
         blob_keys: Sequence[str],
         now: datetime,
     ) -> None:
-        assert ticket.id is not None
         flags = [f"threaded-by:{match.how.value}", f"class:{klass.mail_class.value}"]
         flags.extend(msg.fallbacks)
         flags.extend(f"defect:{d}" for d in msg.defects[:20])
@@ -212,7 +328,7 @@ class Conversation:
             flags.append("unknown-sender")
         if match.how is not ThreadedBy.new and not match.participant:
             flags.append("not-participant")
-        message = tickets.add_message(
+        message_id = tickets.add_message(
             session,
             tickets.NewMessage(
                 ticket_id=ticket.id,
@@ -231,11 +347,10 @@ class Conversation:
                 flags=flags,
             ),
         )
-        assert message.id is not None
         for attachment, key in zip(msg.attachments, blob_keys, strict=True):
             tickets.add_attachment(
                 session,
-                message_id=message.id,
+                message_id=message_id,
                 file_name=attachment.filename,
                 size=attachment.size,
                 content_type=attachment.content_type,
@@ -266,7 +381,7 @@ class Conversation:
                     now,
                 )
         if ticket_id is not None:
-            found = tickets.get_ticket(session, ticket_id)
+            found = tickets.ticket_row(session, ticket_id)
             number = found.number if found else None
         log.info(
             "bounce of outbound %s: %s",

@@ -9,7 +9,7 @@ CYRILLIC_SHARE = 0.3
 
 
 def detect(*texts: str) -> str:
-    """"ru" when enough of the letters are Cyrillic, else "en"."""
+    """ "ru" when enough of the letters are Cyrillic, else "en"."""
     letters = cyrillic = 0
     for text in texts:
         for ch in text[:5000]:

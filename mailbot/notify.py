@@ -21,7 +21,7 @@ from mailbot.config import Settings
 from mailbot.render import MailRenderer
 from mailbot.states import AuthorType, Direction
 from mailbot.store import outbox, tickets
-from mailbot.store.models import Customer, Ticket
+from mailbot.store.tickets import CustomerRow, TicketRow
 from mailbot.threader import SubjectToken
 
 log = logging.getLogger(__name__)
@@ -54,27 +54,10 @@ class Notifier:
         since = self.clock() - timedelta(hours=1)
         return outbox.count_recent_auto(session, recipient, since) >= limit
 
-    def acknowledge(
-        self,
-        session: Session,
-        ticket: Ticket,
-        customer: Customer,
-        *,
-        in_reply_to: str | None,
-        references: Sequence[str],
-    ) -> bool:
-        """Queue the acknowledgement of a new ticket; False when the cap held it back."""
-        if self._over_cap(session, customer.email):
-            log.warning(
-                "automatic mail to %s held back: %d in the last hour",
-                customer.email,
-                self.settings.conversation.auto_reply_limit,
-                extra={"action": "auto_reply_suppressed", "ticket_number": ticket.number},
-            )
-            return False
+    def _customer_context(self, ticket: TicketRow, customer: CustomerRow) -> dict[str, Any]:
         lang = customer.language or "en"
         hours = self.settings.sla.first_response[ticket.priority]
-        context: dict[str, Any] = {
+        return {
             "number": ticket.number,
             "token": self.token.render(ticket.number),
             "subject": ticket.subject or "(no subject)",
@@ -85,14 +68,58 @@ class Notifier:
             "team_name": self.settings.conversation.team_name,
             "support_address": self.settings.support_address,
         }
+
+    def _held_back(self, session: Session, ticket: TicketRow, customer: CustomerRow) -> bool:
+        if not self._over_cap(session, customer.email):
+            return False
+        log.warning(
+            "automatic mail to %s held back: %d in the last hour",
+            customer.email,
+            self.settings.conversation.auto_reply_limit,
+            extra={"action": "auto_reply_suppressed", "ticket_number": ticket.number},
+        )
+        return True
+
+    def acknowledge(
+        self,
+        session: Session,
+        ticket: TicketRow,
+        customer: CustomerRow,
+        *,
+        in_reply_to: str | None,
+        references: Sequence[str],
+    ) -> bool:
+        """Queue the acknowledgement of a new ticket; False when the cap held it back."""
+        return self.auto_reply(
+            session,
+            ticket,
+            customer,
+            "ticket-opened",
+            in_reply_to=in_reply_to,
+            references=references,
+        )
+
+    def auto_reply(
+        self,
+        session: Session,
+        ticket: TicketRow,
+        customer: CustomerRow,
+        template: str,
+        *,
+        in_reply_to: str | None,
+        references: Sequence[str],
+    ) -> bool:
+        """Queue the customer template ``template`` as an automatic answer (capped)."""
+        if self._held_back(session, ticket, customer):
+            return False
         self._enqueue(
             session,
             ticket,
             Recipient(customer.email, customer.name),
-            event="ticket-opened",
+            event=template,
             audience="customer",
-            lang=lang,
-            context=context,
+            lang=customer.language or "en",
+            context=self._customer_context(ticket, customer),
             in_reply_to=in_reply_to,
             references=references,
             auto=True,
@@ -102,7 +129,7 @@ class Notifier:
     def _enqueue(
         self,
         session: Session,
-        ticket: Ticket,
+        ticket: TicketRow,
         to: Recipient,
         *,
         event: str,
@@ -113,7 +140,6 @@ class Notifier:
         references: Sequence[str],
         auto: bool,
     ) -> None:
-        assert ticket.id is not None
         rendered = self.renderer.render(audience, event, lang, context)
         message_id = self.new_message_id(ticket.number)
         now = self.clock()
@@ -133,7 +159,7 @@ class Notifier:
                 extra_headers={"X-Mailbot-Ticket": str(ticket.number), "X-Mailbot-Event": event},
             )
         )
-        row = outbox.enqueue(
+        outbound_id = outbox.enqueue(
             session,
             raw=raw,
             sender=self.settings.support_address,
@@ -148,7 +174,7 @@ class Notifier:
             session,
             tickets.NewMessage(
                 ticket_id=ticket.id,
-                outbound_id=row.id,
+                outbound_id=outbound_id,
                 subject=rendered.subject,
                 text_body=rendered.text,
                 html_body=None,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from mailbot import loaders, signing
 from mailbot import parse as parser
-from mailbot import signing
 from mailbot.classify import Classification, MailClass, classify
 from mailbot.config import Settings
 from mailbot.conversation import NO_TEXT, Applied, Conversation
@@ -29,6 +29,7 @@ from mailbot.message import ParsedMessage
 from mailbot.notify import Notifier
 from mailbot.render import MailRenderer
 from mailbot.store import inbox, keyfile
+from mailbot.store import people as people_store
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Database
 from mailbot.store.inbox import InboundItem
@@ -73,7 +74,24 @@ class Pipeline:
         templates = settings.conversation.templates_dir
         renderer = MailRenderer(Path(templates) if templates else None)
         notifier = Notifier(settings, renderer, self.key, clock)
-        self.conversation = Conversation(settings, notifier, self.key, clock)
+        self.people = loaders.read_people(settings)
+        self.directory = loaders.directory_of(self.people, renderer.events("customer"))
+        self.rules = loaders.RulesWatcher(
+            settings, self.directory, loaders.read_rules(settings, self.directory)
+        )
+        self.conversation = Conversation(
+            settings,
+            notifier,
+            self.key,
+            clock,
+            rules=lambda: self.rules.rules,
+            people=self.people,
+        )
+
+    def sync_people(self) -> None:
+        """Write the agents of ``agents.yaml`` to the database (routing assigns by id)."""
+        with self.db.transaction() as session:
+            people_store.sync_agents(session, self.people, self.clock())
 
     def process_next(self) -> Processed | None:
         """Process one ready row; None when the inbox has nothing ready."""
@@ -114,8 +132,8 @@ class Pipeline:
     # -- the steps -------------------------------------------------------------
 
     def classify(self, msg: ParsedMessage, item: InboundItem) -> Classification:
-        # The SMTP envelope sender is known for mail that came over SMTP or LMTP.
-        envelope_from = item.envelope_from if item.source in ("smtp", "lmtp") else None
+        # The SMTP envelope sender: "<>" is the null sender of bounces; "" unknown.
+        envelope_from = "" if item.envelope_from == "<>" else (item.envelope_from or None)
         return classify(
             msg,
             our_addresses=self.settings.our_addresses,

@@ -51,6 +51,16 @@ class MailRenderer:
             lstrip_blocks=True,
         )
 
+    def events(self, audience: str) -> frozenset[str]:
+        """The events that have a template for ``audience`` (in any language)."""
+        names = set()
+        for name in self.env.list_templates(extensions=["j2"]):
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] == "mail" and parts[1] == audience:
+                event = parts[2].split(".", 1)[0]
+                names.add(event)
+        return frozenset(names)
+
     def render(
         self, audience: str, event: str, language: str, context: dict[str, Any]
     ) -> RenderedMail:

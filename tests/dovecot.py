@@ -41,6 +41,7 @@ mail_location = maildir:{dir}/mail/%u
 mail_fsync = never
 mailbox_idle_check_interval = 1 secs
 shutdown_clients = yes
+login_trusted_networks = 127.0.0.0/8
 mail_max_userip_connections = 50
 first_valid_uid = 1
 first_valid_gid = 1
@@ -102,7 +103,11 @@ def _make_certificate(directory: Path) -> None:
 
 
 class DovecotServer:
-    """``dovecot -F -c FILE`` on two free loopback ports; ``users`` maps name to password."""
+    """``dovecot -F -c FILE`` on two free loopback ports; ``users`` maps name to password.
+
+    Give every user at start: Dovecot notices passwd-file changes only by their
+    mtime in whole seconds, so users added later may be refused for a while.
+    """
 
     def __init__(self, users: dict[str, str] | None = None) -> None:
         if not DOVECOT.exists():
@@ -128,12 +133,6 @@ class DovecotServer:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
-
-    def add_user(self, user: str, password: str) -> None:
-        """A new user; Dovecot re-reads the passwd file when it changes."""
-        self.users[user] = password
-        with (self.dir / "passwd").open("a") as fh:
-            fh.write(f"{user}:{password}\n")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

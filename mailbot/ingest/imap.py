@@ -193,6 +193,11 @@ class MailboxPoller:
 
     def run(self) -> None:
         """Until stopped: hold the lease, connect, read; every failure waits and retries."""
+        if not self.db.is_postgres:
+            # SQLite serves one daemon: a lease found at start is a dead run's (as in
+            # Daemon.recover), so a restart after a crash need not wait for it to expire.
+            with contextlib.suppress(TransientError):
+                imap_state.clear_lease(self.db, self.lease_name)
         try:
             while not self.stopping.is_set():
                 try:
@@ -241,11 +246,14 @@ class MailboxPoller:
 
     def serve(self) -> None:
         while not self.stopping.is_set():
-            for folder in self.mailbox.folders:
-                self.sync_folder(folder)
+            taken = sum(self.sync_folder(folder) for folder in self.mailbox.folders)
             self.backoff = FIRST_BACKOFF_SECONDS
             if self.stopping.is_set():
                 return
+            if taken:
+                # news of mail that came meanwhile may have arrived with MOVE's answer,
+                # which IDLE would not repeat: look again until a pass finds nothing
+                continue
             if self.mailbox.idle and b"IDLE" in self.conn.capabilities():
                 many = len(self.mailbox.folders) > 1
                 self.idle(self.mailbox.poll_seconds if many else self.mailbox.idle_seconds)
@@ -323,8 +331,8 @@ class MailboxPoller:
                     extra={"action": "imap_folder_created", "mailbox": self.mailbox.name},
                 )
 
-    def sync_folder(self, folder: str) -> None:
-        """Take every mail above the cursor of ``folder``, in UID order, batch by batch."""
+    def sync_folder(self, folder: str) -> int:
+        """Take every mail above the cursor of ``folder``, in UID order; return how many."""
         self.require_lease()
         info = self.conn.select_folder(folder)
         uidvalidity = int(info[b"UIDVALIDITY"])
@@ -349,9 +357,10 @@ class MailboxPoller:
         size = self.mailbox.batch_size
         for start in range(0, len(uids), size):
             if self.stopping.is_set():
-                return
+                break
             self.require_lease()
             self.take_batch(folder, uidvalidity, uids[start : start + size])
+        return len(uids)
 
     def fetch_sizes(self, uids: Sequence[int]) -> dict[int, dict[bytes, Any]]:
         """``RFC822.SIZE`` of each UID that still exists (a seam for the expunge test)."""
@@ -490,7 +499,8 @@ class MailboxPoller:
         deadline = time.monotonic() + seconds
         while not self.stopping.is_set() and time.monotonic() < deadline:
             responses = client.idle_check(timeout=TICK_SECONDS)
-            if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+            # anything but a keep-alive (new mail, EXPUNGE, BYE...) ends the IDLE: look again
+            if any(r[:1] != (b"OK",) for r in responses):
                 break
             self.require_lease()
         client.idle_done()

@@ -101,7 +101,8 @@ class InboxHandler:
                 self.db,
                 bytes(raw),
                 source=source,
-                envelope_from=envelope.mail_from or "",
+                # "<>" records the null sender of bounces ("" means unknown).
+                envelope_from=envelope.mail_from or "<>",
                 envelope_to=list(envelope.rcpt_tos),
             )
         except Exception as exc:  # nothing is acknowledged: the sender must retry

@@ -115,3 +115,9 @@ def lease_holder(db: Database, name: str, *, clock: Clock = utcnow) -> str | Non
         return None
     expires = row[1] if row[1].tzinfo else row[1].replace(tzinfo=clock().tzinfo)
     return str(row[0]) if expires >= clock() else None
+
+
+def clear_lease(db: Database, name: str) -> None:
+    """Drop the lease whoever holds it: only for a start where no other holder can live."""
+    with db.transaction() as session:
+        session.execute(delete(Lease).where(col(Lease.name) == name))

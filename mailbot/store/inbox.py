@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, func, or_, select, update
+from sqlalchemy import CursorResult, Update, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import Session, SQLModel, col
 
 from mailbot.headers import extract_message_id, message_id_key
 from mailbot.store.db import Database
@@ -66,6 +66,70 @@ class InboundSummary:
     last_error: str | None
 
 
+_inbound = SQLModel.metadata.tables["inbound"]
+_BY_DEDUPE_KEY = select(_inbound.c.id).where(_inbound.c.dedupe_key == bindparam("key"))
+_ACCEPT = {
+    name: dialect.insert(_inbound)
+    .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    .returning(_inbound.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+
+
+def _claim_statement(*, skip_locked: bool) -> Update:
+    ready = (
+        select(_inbound.c.id)
+        .where(
+            _inbound.c.status == InboundStatus.received.value,
+            or_(
+                _inbound.c.next_attempt_at.is_(None),
+                _inbound.c.next_attempt_at <= bindparam("now"),
+            ),
+        )
+        .order_by(_inbound.c.id)
+        .limit(1)
+    )
+    if skip_locked:
+        ready = ready.with_for_update(skip_locked=True)
+    return (
+        _inbound.update()
+        .where(_inbound.c.id == ready.scalar_subquery())
+        .values(
+            status=InboundStatus.processing.value,
+            claimed_at=bindparam("now"),
+            attempts=_inbound.c.attempts + 1,
+        )
+        .returning(
+            _inbound.c.id,
+            _inbound.c.raw,
+            _inbound.c.source,
+            _inbound.c.envelope_from,
+            _inbound.c.envelope_to,
+            _inbound.c.attempts,
+            _inbound.c.received_at,
+        )
+    )
+
+
+_CLAIM = _claim_statement(skip_locked=False)
+_CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)
+_DONE = (
+    _inbound.update()
+    .where(_inbound.c.id == bindparam("row_id"))
+    .values(
+        status=InboundStatus.done.value,
+        processed_at=bindparam("now"),
+        ticket_id=bindparam("ticket"),
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+_DONE_CLAIMED = _DONE.where(
+    _inbound.c.status == InboundStatus.processing.value,
+    _inbound.c.attempts == bindparam("claim"),
+)
+
+
 def dedupe_key(raw: bytes) -> tuple[str, str, str | None]:
     """(dedupe key, sha256 of the bytes, normalised Message-ID) of a raw mail."""
     digest = hashlib.sha256(raw).hexdigest()
@@ -102,20 +166,11 @@ def accept(
         "attempts": 0,
         "received_at": clock(),
     }
-    insert = postgresql.insert if db.is_postgres else sqlite.insert
-    stmt = (
-        insert(Inbound)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(col(Inbound.id))
-    )
-    with db.transaction() as session:
-        new_id = session.execute(stmt).scalar_one_or_none()
+    with db.begin() as conn:
+        new_id = conn.execute(_ACCEPT[conn.dialect.name], values).scalar()
         if new_id is not None:
             return Accepted(inbound_id=new_id, duplicate=False)
-        existing = session.execute(
-            select(col(Inbound.id)).where(col(Inbound.dedupe_key) == key)
-        ).scalar_one()
+        existing = conn.execute(_BY_DEDUPE_KEY, {"key": key}).scalar_one()
         return Accepted(inbound_id=existing, duplicate=True)
 
 
@@ -126,38 +181,9 @@ def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:
     several workers (or hosts) never take the same mail; SQLite serialises
     writers with ``BEGIN IMMEDIATE``.
     """
-    now = clock()
-    ready = (
-        select(col(Inbound.id))
-        .where(
-            col(Inbound.status) == InboundStatus.received.value,
-            or_(col(Inbound.next_attempt_at).is_(None), col(Inbound.next_attempt_at) <= now),
-        )
-        .order_by(col(Inbound.id))
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    stmt = (
-        update(Inbound)
-        .where(col(Inbound.id) == ready)
-        .values(
-            status=InboundStatus.processing.value,
-            claimed_at=now,
-            attempts=col(Inbound.attempts) + 1,
-        )
-        .returning(
-            col(Inbound.id),
-            col(Inbound.raw),
-            col(Inbound.source),
-            col(Inbound.envelope_from),
-            col(Inbound.envelope_to),
-            col(Inbound.attempts),
-            col(Inbound.received_at),
-        )
-    )
-    with db.transaction() as session:
-        row = session.execute(stmt).one_or_none()
+    stmt = _CLAIM_SKIP_LOCKED if db.is_postgres else _CLAIM
+    with db.begin() as conn:
+        row = conn.execute(stmt, {"now": clock()}).one_or_none()
     if row is None:
         return None
     return InboundItem(
@@ -198,21 +224,12 @@ def mark_done(
     Returns False when the claim no longer holds; the caller must then roll
     back its transaction.
     """
-    return (
-        _rowcount(
-            session,
-            update(Inbound)
-            .where(*_claimed(inbound_id, claim))
-            .values(
-                status=InboundStatus.done.value,
-                processed_at=clock(),
-                ticket_id=ticket_id,
-                last_error=None,
-                next_attempt_at=None,
-            ),
-        )
-        == 1
-    )
+    values = {"row_id": inbound_id, "now": clock(), "ticket": ticket_id}
+    if claim is None:
+        result = session.connection().execute(_DONE, values)
+    else:
+        result = session.connection().execute(_DONE_CLAIMED, {**values, "claim": claim})
+    return int(result.rowcount) == 1
 
 
 def _rowcount(session: Session, stmt: Update) -> int:

@@ -24,7 +24,6 @@ from mailbot.states import (
 )
 from mailbot.store.types import UTCDateTime, utcnow
 
-
 #: The state enums are re-exported for callers that know them from here.
 __all__ = [
     "Agent",
@@ -44,6 +43,7 @@ __all__ = [
     "OutboundStatus",
     "ParticipantRole",
     "Priority",
+    "RoutingState",
     "RuleHit",
     "Ticket",
     "TicketLink",
@@ -114,6 +114,8 @@ class Ticket(SQLModel, table=True):
     #: Marked as spam by a rule: kept, not in the queue, never acknowledged.
     spam: bool = Field(default=False)
     escalation_level: int = Field(default=0)
+    #: The team whose queue the ticket waits in (routing found nobody on shift).
+    team: str | None = Field(default=None, max_length=64, index=True)
 
 
 class TicketParticipant(SQLModel, table=True):
@@ -278,6 +280,16 @@ class Lease(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=128)
     holder: str = Field(max_length=128)
     expires_at: datetime = _ts()
+
+
+class RoutingState(SQLModel, table=True):
+    """The last agent a team's round robin assigned, so the rotation survives restarts."""
+
+    __tablename__ = "routing_state"
+
+    team: str = Field(primary_key=True, max_length=64)
+    last_assigned: str = Field(default="", max_length=320)
+    updated_at: datetime = _ts()
 
 
 class Counter(SQLModel, table=True):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
-from sqlmodel import Session, col
+from sqlalchemy import CursorResult, bindparam, func, or_, select, update
+from sqlmodel import Session, SQLModel, col
 
 from mailbot.store.db import Database
 from mailbot.store.models import Outbound, OutboundStatus
@@ -38,6 +38,19 @@ class OutboundItem:
     created_at: datetime
 
 
+_outbound = SQLModel.metadata.tables["outbound"]
+_INSERT = _outbound.insert().returning(_outbound.c.id)
+_RECENT_AUTO = (
+    select(func.count())
+    .select_from(_outbound)
+    .where(
+        _outbound.c.primary_recipient == bindparam("rcpt"),
+        _outbound.c.auto.is_(True),
+        _outbound.c.created_at >= bindparam("since"),
+    )
+)
+
+
 def enqueue(
     session: Session,
     *,
@@ -49,23 +62,26 @@ def enqueue(
     event: str = "",
     auto: bool = False,
     clock: Clock = utcnow,
-) -> Outbound:
-    """Add a mail to the queue inside the caller's transaction."""
-    row = Outbound(
-        ticket_id=ticket_id,
-        message_id=message_id,
-        sender=sender,
-        recipients=list(recipients),
-        primary_recipient=recipients[0].lower() if recipients else "",
-        event=event,
-        auto=auto,
-        raw=raw,
-        status=OutboundStatus.pending,
-        created_at=clock(),
-    )
-    session.add(row)
-    session.flush()
-    return row
+) -> int:
+    """Add a mail to the queue inside the caller's transaction; returns its id."""
+    values = {
+        "ticket_id": ticket_id,
+        "message_id": message_id,
+        "sender": sender,
+        "recipients": list(recipients),
+        "primary_recipient": recipients[0].lower() if recipients else "",
+        "event": event,
+        "auto": auto,
+        "raw": raw,
+        "status": OutboundStatus.pending.value,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": clock(),
+        "next_attempt_at": None,
+        "sent_at": None,
+        "bounced_at": None,
+    }
+    return int(session.connection().execute(_INSERT, values).scalar_one())
 
 
 def claim(db: Database, *, clock: Clock = utcnow) -> OutboundItem | None:
@@ -176,16 +192,8 @@ def recover_stale(db: Database, *, lease: timedelta, clock: Clock = utcnow) -> i
 
 def count_recent_auto(session: Session, recipient: str, since: datetime) -> int:
     """Automatic mails queued for ``recipient`` since ``since`` (the loop-safety cap)."""
-    stmt = (
-        select(func.count())
-        .select_from(Outbound)
-        .where(
-            col(Outbound.primary_recipient) == recipient.lower(),
-            col(Outbound.auto).is_(True),
-            col(Outbound.created_at) >= since,
-        )
-    )
-    return int(session.execute(stmt).scalar_one())
+    params = {"rcpt": recipient.lower(), "since": since}
+    return int(session.connection().execute(_RECENT_AUTO, params).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)

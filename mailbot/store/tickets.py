@@ -7,27 +7,24 @@ threader's ``TicketLookup`` protocol over one session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlmodel import Session, SQLModel, col
 
 from mailbot.headers import message_id_key
 from mailbot.states import ParticipantRole
 from mailbot.store.models import (
     Attachment,
     AuthorType,
-    Counter,
     Customer,
     Direction,
     History,
     Message,
     Priority,
     Ticket,
-    TicketLink,
-    TicketParticipant,
     TicketSource,
     TicketStatus,
 )
@@ -35,43 +32,117 @@ from mailbot.store.models import (
 TICKET_COUNTER = "ticket"
 
 
+_tables = SQLModel.metadata.tables
+_ticket, _customer, _message = _tables["ticket"], _tables["customer"], _tables["message"]
+_history, _attachment = _tables["history"], _tables["attachment"]
+_participant, _link, _counter = (
+    _tables["ticket_participant"],
+    _tables["ticket_link"],
+    _tables["counter"],
+)
+
+# The pipeline's statements are built once: SQLAlchemy then reuses their
+# compiled form, which is several times cheaper per mail than ORM objects.
+_TICKET_FOR_KEYS = (
+    select(_message.c.ticket_id)
+    .where(_message.c.message_id_key.in_(bindparam("keys", expanding=True)))
+    .order_by(_message.c.id.desc())
+    .limit(1)
+)
+_TICKET_BY_NUMBER = select(_ticket.c.id).where(_ticket.c.number == bindparam("number"))
+_MERGED_INTO = select(_ticket.c.merged_into_id).where(_ticket.c.id == bindparam("id"))
+_REQUESTER_EMAIL = (
+    select(_customer.c.email)
+    .select_from(_ticket.join(_customer, _customer.c.id == _ticket.c.requester_id))
+    .where(_ticket.c.id == bindparam("id"))
+)
+_PARTICIPANT_EMAILS = select(_participant.c.email).where(
+    _participant.c.ticket_id == bindparam("id")
+)
+_TICKET_ROW = select(
+    _ticket.c.id,
+    _ticket.c.number,
+    _ticket.c.subject,
+    _ticket.c.status,
+    _ticket.c.priority,
+    _ticket.c.closed_at,
+    _ticket.c.requester_id,
+).where(_ticket.c.id == bindparam("id"))
+_CUSTOMER_BY_EMAIL = select(
+    _customer.c.id, _customer.c.email, _customer.c.name, _customer.c.language, _customer.c.bouncing
+).where(_customer.c.email == bindparam("email"))
+_INSERT_CUSTOMER = _customer.insert().returning(_customer.c.id)
+_UPDATE_CUSTOMER = _customer.update().where(_customer.c.id == bindparam("cid"))
+_BOUNCING = _customer.update().where(_customer.c.email == bindparam("addr")).values(bouncing=True)
+_INSERT_TICKET = _ticket.insert().returning(_ticket.c.id)
+_UPDATE_TICKET = _ticket.update().where(_ticket.c.id == bindparam("tid"))
+_INSERT_HISTORY = _history.insert()
+_INSERT_MESSAGE = _message.insert().returning(_message.c.id)
+_INSERT_ATTACHMENT = _attachment.insert()
+_INSERT_LINK = _link.insert()
+_NEXT_NUMBER = {
+    name: dialect.insert(_counter)
+    .values(name=TICKET_COUNTER, value=1)
+    .on_conflict_do_update(index_elements=["name"], set_={"value": _counter.c.value + 1})
+    .returning(_counter.c.value)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+_ADD_PARTICIPANT = {
+    name: dialect.insert(_participant).on_conflict_do_nothing(index_elements=["ticket_id", "email"])
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
+
+
+def _conn(session: Session) -> Connection:
+    return session.connection()
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    """The facts of a ticket the pipeline decides on."""
+
+    id: int
+    number: int
+    subject: str
+    status: TicketStatus
+    priority: Priority
+    closed_at: datetime | None
+    requester_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRow:
+    id: int
+    email: str
+    name: str
+    language: str | None
+    bouncing: bool
+    #: Created by this mail (the "customer is new" of the rules).
+    is_new: bool = False
+
+
 class SessionLookup:
     """The threader's view of the tickets, inside one transaction."""
 
     def __init__(self, session: Session) -> None:
-        self.session = session
+        self.conn = _conn(session)
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
-        keys = [message_id_key(m) for m in message_ids]
+        keys = [message_id_key(m) for m in message_ids[:100]]
         if not keys:
             return None
         # Prefer the ticket of the most recent referenced message.
-        stmt = (
-            select(col(Message.ticket_id))
-            .where(col(Message.message_id_key).in_(keys))
-            .order_by(col(Message.id).desc())
-            .limit(1)
-        )
-        ticket_id = self.session.execute(stmt).scalar_one_or_none()
+        ticket_id = self.conn.execute(_TICKET_FOR_KEYS, {"keys": keys}).scalar()
         return None if ticket_id is None else self._survivor(ticket_id)
 
     def ticket_id_for_number(self, number: int) -> int | None:
-        stmt = select(col(Ticket.id)).where(col(Ticket.number) == number)
-        ticket_id = self.session.execute(stmt).scalar_one_or_none()
+        ticket_id = self.conn.execute(_TICKET_BY_NUMBER, {"number": number}).scalar()
         return None if ticket_id is None else self._survivor(ticket_id)
 
     def participants(self, ticket_id: int) -> frozenset[str]:
-        requester = (
-            select(col(Customer.email))
-            .join(Ticket, col(Ticket.requester_id) == col(Customer.id))
-            .where(col(Ticket.id) == ticket_id)
-        )
-        others = select(col(TicketParticipant.email)).where(
-            col(TicketParticipant.ticket_id) == ticket_id
-        )
         found = [
-            *self.session.execute(requester).scalars(),
-            *self.session.execute(others).scalars(),
+            *self.conn.execute(_REQUESTER_EMAIL, {"id": ticket_id}).scalars(),
+            *self.conn.execute(_PARTICIPANT_EMAILS, {"id": ticket_id}).scalars(),
         ]
         return frozenset(e.lower() for e in found)
 
@@ -79,50 +150,82 @@ class SessionLookup:
         """Follow merges to the ticket that lives on (bounded, so a cycle cannot hang)."""
         current = ticket_id
         for _ in range(32):
-            merged = self.session.execute(
-                select(col(Ticket.merged_into_id)).where(col(Ticket.id) == current)
-            ).scalar_one_or_none()
+            merged = self.conn.execute(_MERGED_INTO, {"id": current}).scalar()
             if merged is None:
-                return current
+                return int(current)
             current = merged
-        return current
+        return int(current)
 
 
 def next_ticket_number(session: Session) -> int:
     """The next ticket number: sequential, never repeated, safe under concurrency."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(Counter)
-        .values(name=TICKET_COUNTER, value=1)
-        .on_conflict_do_update(index_elements=["name"], set_={"value": col(Counter.value) + 1})
-        .returning(col(Counter.value))
+    stmt = _NEXT_NUMBER[session.get_bind().dialect.name]
+    return int(_conn(session).execute(stmt).scalar_one())
+
+
+def ticket_row(session: Session, ticket_id: int) -> TicketRow | None:
+    row = _conn(session).execute(_TICKET_ROW, {"id": ticket_id}).one_or_none()
+    if row is None:
+        return None
+    return TicketRow(
+        id=row.id,
+        number=row.number,
+        subject=row.subject,
+        status=TicketStatus(row.status),
+        priority=Priority(row.priority),
+        closed_at=row.closed_at,
+        requester_id=row.requester_id,
     )
-    return int(session.execute(stmt).scalar_one())
 
 
-def get_or_create_customer(session: Session, email: str, name: str) -> Customer:
-    email = email.lower()
-    customer = session.execute(
-        select(Customer).where(col(Customer.email) == email)
-    ).scalar_one_or_none()
-    if customer is None:
-        customer = Customer(email=email, name=name[:200])
-        session.add(customer)
-        session.flush()
-    elif name and not customer.name:
-        customer.name = name[:200]
-    return customer
+def get_or_create_customer(
+    session: Session,
+    email: str,
+    name: str,
+    *,
+    now: datetime,
+    language: str | None = None,
+    bouncing: bool | None = None,
+) -> CustomerRow:
+    """The customer with this address, created on first sight.
+
+    ``language`` is set when the customer has none yet; ``bouncing`` (when
+    given) replaces the flag: a customer who writes is reachable again.
+    """
+    email = email.lower()[:320]
+    conn = _conn(session)
+    row = conn.execute(_CUSTOMER_BY_EMAIL, {"email": email}).one_or_none()
+    if row is None:
+        values = {
+            "email": email,
+            "name": name[:200],
+            "language": language,
+            "bouncing": bool(bouncing),
+            "created_at": now,
+        }
+        new_id = conn.execute(_INSERT_CUSTOMER, values).scalar_one()
+        return CustomerRow(new_id, email, name[:200], language, bool(bouncing), is_new=True)
+    changes: dict[str, object] = {}
+    if name and not row.name:
+        changes["name"] = name[:200]
+    if language and not row.language:
+        changes["language"] = language
+    if bouncing is not None and bool(row.bouncing) != bouncing:
+        changes["bouncing"] = bouncing
+    if changes:
+        conn.execute(_UPDATE_CUSTOMER.values(**changes), {"cid": row.id})
+    return CustomerRow(
+        row.id,
+        row.email,
+        str(changes.get("name", row.name)),
+        str(changes["language"]) if "language" in changes else row.language,
+        bool(changes.get("bouncing", row.bouncing)),
+    )
 
 
 def mark_bouncing(session: Session, email: str) -> None:
     """Our mail to this customer bounced."""
-    customer = session.execute(
-        select(Customer).where(col(Customer.email) == email.lower())
-    ).scalar_one_or_none()
-    if customer is not None:
-        customer.bouncing = True
-        session.add(customer)
+    _conn(session).execute(_BOUNCING, {"addr": email.lower()})
 
 
 def create_ticket(
@@ -130,34 +233,53 @@ def create_ticket(
     *,
     subject: str,
     description: str,
-    requester: Customer | None,
+    requester: CustomerRow | None,
     priority: Priority,
     category: str | None,
     now: datetime,
+    subcategory: str | None = None,
+    tags: Sequence[str] = (),
+    spam: bool = False,
     source: TicketSource = TicketSource.email,
     actor: str = "system",
     sla_first_response_due_at: datetime | None = None,
     sla_resolution_due_at: datetime | None = None,
-) -> Ticket:
-    ticket = Ticket(
-        sla_first_response_due_at=sla_first_response_due_at,
-        sla_resolution_due_at=sla_resolution_due_at,
-        number=next_ticket_number(session),
+) -> TicketRow:
+    number = next_ticket_number(session)
+    values = {
+        "number": number,
+        "subject": subject,
+        "description": description,
+        "status": TicketStatus.new.value,
+        "priority": priority.value,
+        "category": category,
+        "subcategory": subcategory,
+        "requester_id": requester.id if requester else None,
+        "assignee_id": None,
+        "source": source.value,
+        "merged_into_id": None,
+        "tags": list(dict.fromkeys(tags)),
+        "spam": spam,
+        "escalation_level": 0,
+        "created_at": now,
+        "updated_at": now,
+        "resolved_at": None,
+        "closed_at": None,
+        "first_response_at": None,
+        "sla_first_response_due_at": sla_first_response_due_at,
+        "sla_resolution_due_at": sla_resolution_due_at,
+    }
+    ticket_id = _conn(session).execute(_INSERT_TICKET, values).scalar_one()
+    add_history(session, ticket_id, "status", None, TicketStatus.new.value, actor, now)
+    return TicketRow(
+        id=ticket_id,
+        number=number,
         subject=subject,
-        description=description,
         status=TicketStatus.new,
         priority=priority,
-        category=category,
+        closed_at=None,
         requester_id=requester.id if requester else None,
-        source=source,
-        created_at=now,
-        updated_at=now,
     )
-    session.add(ticket)
-    session.flush()
-    assert ticket.id is not None
-    add_history(session, ticket.id, "status", None, TicketStatus.new.value, actor, now)
-    return ticket
 
 
 def add_history(
@@ -169,15 +291,16 @@ def add_history(
     actor: str,
     now: datetime,
 ) -> None:
-    session.add(
-        History(
-            ticket_id=ticket_id,
-            field=field_name,
-            old_value=old,
-            new_value=new,
-            actor=actor[:320],
-            created_at=now,
-        )
+    _conn(session).execute(
+        _INSERT_HISTORY,
+        {
+            "ticket_id": ticket_id,
+            "field": field_name,
+            "old_value": old,
+            "new_value": new,
+            "actor": actor[:320],
+            "created_at": now,
+        },
     )
 
 
@@ -201,29 +324,28 @@ class NewMessage:
     flags: Sequence[str] = field(default=())
 
 
-def add_message(session: Session, new: NewMessage) -> Message:
-    message = Message(
-        ticket_id=new.ticket_id,
-        inbound_id=new.inbound_id,
-        outbound_id=new.outbound_id,
-        subject=new.subject,
-        text_body=new.text_body,
-        html_body=new.html_body,
-        author_email=new.author_email[:320],
-        author_name=new.author_name[:200],
-        author_type=new.author_type,
-        direction=new.direction,
-        internal=new.internal,
-        message_id=new.message_id,
-        message_id_key=message_id_key(new.message_id) if new.message_id else None,
-        in_reply_to=" ".join(f"<{m}>" for m in new.in_reply_to),
-        references=" ".join(f"<{m}>" for m in new.references),
-        flags=list(new.flags),
-        created_at=new.created_at,
-    )
-    session.add(message)
-    session.flush()
-    return message
+def add_message(session: Session, new: NewMessage) -> int:
+    """Store a message on its ticket; returns its id."""
+    values = {
+        "ticket_id": new.ticket_id,
+        "inbound_id": new.inbound_id,
+        "outbound_id": new.outbound_id,
+        "subject": new.subject,
+        "text_body": new.text_body,
+        "html_body": new.html_body,
+        "author_email": new.author_email[:320],
+        "author_name": new.author_name[:200],
+        "author_type": new.author_type.value,
+        "direction": new.direction.value,
+        "internal": new.internal,
+        "message_id": new.message_id,
+        "message_id_key": message_id_key(new.message_id) if new.message_id else None,
+        "in_reply_to": " ".join(f"<{m}>" for m in new.in_reply_to),
+        "references": " ".join(f"<{m}>" for m in new.references),
+        "flags": list(new.flags),
+        "created_at": new.created_at,
+    }
+    return int(_conn(session).execute(_INSERT_MESSAGE, values).scalar_one())
 
 
 def add_attachment(
@@ -237,58 +359,137 @@ def add_attachment(
     content_id: str | None,
     inline: bool,
 ) -> None:
-    session.add(
-        Attachment(
-            message_id=message_id,
-            file_name=file_name[:255],
-            size=size,
-            content_type=content_type[:255],
-            storage_key=storage_key,
-            content_id=content_id[:255] if content_id else None,
-            inline=inline,
-        )
+    _conn(session).execute(
+        _INSERT_ATTACHMENT,
+        {
+            "message_id": message_id,
+            "file_name": file_name[:255],
+            "size": size,
+            "content_type": content_type[:255],
+            "storage_key": storage_key,
+            "content_id": content_id[:255] if content_id else None,
+            "inline": inline,
+        },
     )
 
 
-def add_participant(session: Session, ticket_id: int, email: str, role: ParticipantRole) -> None:
+def add_participant(
+    session: Session, ticket_id: int, email: str, role: ParticipantRole, now: datetime
+) -> None:
     """Make ``email`` a participant of the ticket (once)."""
-    email = email.lower()
-    exists = session.execute(
-        select(col(TicketParticipant.id)).where(
-            col(TicketParticipant.ticket_id) == ticket_id, col(TicketParticipant.email) == email
-        )
-    ).first()
-    if exists is None:
-        session.add(TicketParticipant(ticket_id=ticket_id, email=email[:320], role=role))
+    stmt = _ADD_PARTICIPANT[session.get_bind().dialect.name]
+    _conn(session).execute(
+        stmt,
+        {
+            "ticket_id": ticket_id,
+            "email": email.lower()[:320],
+            "role": role.value,
+            "created_at": now,
+        },
+    )
 
 
-def link_tickets(session: Session, ticket_id: int, other_ticket_id: int, kind: str) -> None:
-    session.add(TicketLink(ticket_id=ticket_id, other_ticket_id=other_ticket_id, kind=kind))
+def link_tickets(
+    session: Session, ticket_id: int, other_ticket_id: int, kind: str, now: datetime
+) -> None:
+    _conn(session).execute(
+        _INSERT_LINK,
+        {
+            "ticket_id": ticket_id,
+            "other_ticket_id": other_ticket_id,
+            "kind": kind,
+            "created_at": now,
+        },
+    )
 
 
 def set_status(
-    session: Session, ticket: Ticket, status: TicketStatus, actor: str, now: datetime
-) -> None:
+    session: Session, ticket: TicketRow, status: TicketStatus, actor: str, now: datetime
+) -> TicketRow:
     """Change a ticket's status, with its history entry and the time stamps."""
-    if ticket.status == status:
-        return
-    assert ticket.id is not None
-    add_history(session, ticket.id, "status", ticket.status, status.value, actor, now)
-    ticket.status = status
+    if ticket.status is status:
+        return ticket
+    add_history(session, ticket.id, "status", ticket.status.value, status.value, actor, now)
+    values: dict[str, object] = {"status": status.value, "updated_at": now}
     if status is TicketStatus.resolved:
-        ticket.resolved_at = now
+        values["resolved_at"] = now
     elif status is TicketStatus.closed:
-        ticket.closed_at = now
+        values["closed_at"] = now
     elif status is TicketStatus.reopened:
-        ticket.resolved_at = None
-        ticket.closed_at = None
-    ticket.updated_at = now
-    session.add(ticket)
+        values["resolved_at"] = None
+        values["closed_at"] = None
+    _conn(session).execute(_UPDATE_TICKET.values(**values), {"tid": ticket.id})
+    closed_at = now if status is TicketStatus.closed else None
+    if status not in (TicketStatus.closed, TicketStatus.reopened):
+        closed_at = ticket.closed_at
+    return replace(ticket, status=status, closed_at=closed_at)
 
 
-def touch(session: Session, ticket: Ticket, now: datetime) -> None:
-    ticket.updated_at = now
-    session.add(ticket)
+_TAGS_OF = select(_ticket.c.tags).where(_ticket.c.id == bindparam("id"))
+_LEVEL_OF = select(_ticket.c.escalation_level).where(_ticket.c.id == bindparam("id"))
+_INSERT_RULE_HIT = _tables["rule_hit"].insert()
+
+
+def add_tags(session: Session, ticket_id: int, tags: Sequence[str]) -> None:
+    conn = _conn(session)
+    current = list(conn.execute(_TAGS_OF, {"id": ticket_id}).scalar_one() or [])
+    merged = list(dict.fromkeys([*current, *tags]))
+    if merged != current:
+        conn.execute(_UPDATE_TICKET.values(tags=merged), {"tid": ticket_id})
+
+
+def escalate(session: Session, ticket_id: int, reason: str, actor: str, now: datetime) -> None:
+    """Raise the ticket's escalation level, with the reason in its history."""
+    conn = _conn(session)
+    level = int(conn.execute(_LEVEL_OF, {"id": ticket_id}).scalar_one() or 0)
+    conn.execute(_UPDATE_TICKET.values(escalation_level=level + 1), {"tid": ticket_id})
+    add_history(session, ticket_id, "escalation", str(level), f"{level + 1}: {reason}", actor, now)
+
+
+def set_team(session: Session, ticket_id: int, team: str) -> None:
+    _conn(session).execute(_UPDATE_TICKET.values(team=team[:64]), {"tid": ticket_id})
+
+
+def assign(
+    session: Session, ticket: TicketRow, agent_id: int, agent_email: str, actor: str, now: datetime
+) -> None:
+    """Assign the ticket; a new ticket becomes ``assigned``."""
+    values: dict[str, object] = {"assignee_id": agent_id, "updated_at": now}
+    add_history(session, ticket.id, "assignee", None, agent_email, actor, now)
+    if ticket.status is TicketStatus.new:
+        values["status"] = TicketStatus.assigned.value
+        add_history(session, ticket.id, "status", ticket.status.value, "assigned", actor, now)
+    _conn(session).execute(_UPDATE_TICKET.values(**values), {"tid": ticket.id})
+
+
+def add_rule_hits(
+    session: Session,
+    *,
+    inbound_id: int | None,
+    ticket_id: int | None,
+    hits: Sequence[tuple[str, str]],
+    now: datetime,
+) -> None:
+    """Record which rules matched a mail, with their explanations."""
+    if hits:
+        _conn(session).execute(
+            _INSERT_RULE_HIT,
+            [
+                {
+                    "inbound_id": inbound_id,
+                    "ticket_id": ticket_id,
+                    "rule_id": rule_id[:128],
+                    "matched": True,
+                    "detail": detail[:2000],
+                    "created_at": now,
+                }
+                for rule_id, detail in hits
+            ],
+        )
+
+
+def touch(session: Session, ticket_id: int, now: datetime) -> None:
+    _conn(session).execute(_UPDATE_TICKET.values(updated_at=now), {"tid": ticket_id})
 
 
 # -- read side -----------------------------------------------------------------

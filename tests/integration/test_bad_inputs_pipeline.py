@@ -104,7 +104,10 @@ def test_valid_sender_becomes_the_requester(db, settings_for):
 def test_empty_body_gets_the_no_text_marker(db, settings_for, name):
     _run_one(db, settings_for(), name)
     with db.transaction() as session:
-        assert session.exec(select(Message).where(Message.direction == "inbound")).one().text_body == NO_TEXT
+        assert (
+            session.exec(select(Message).where(Message.direction == "inbound")).one().text_body
+            == NO_TEXT
+        )
 
 
 def test_attachment_names_never_become_paths(db, settings_for):

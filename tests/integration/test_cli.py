@@ -28,6 +28,9 @@ EX_OK, EX_FAIL, EX_USAGE, EX_TEMPFAIL = 0, 1, 2, 75
 @pytest.fixture(autouse=True)
 def _environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("MAILBOT_DATA_DIR", str(tmp_path))
+    # No rules: tickets keep the defaults (other, medium); rules have their own tests.
+    (tmp_path / "no-rules.yaml").write_text("[]\n")
+    monkeypatch.setenv("MAILBOT_RULES_FILE", str(tmp_path / "no-rules.yaml"))
     # cli.main points the root logger at the (captured) stderr; put the old handlers back.
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

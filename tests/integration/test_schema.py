@@ -31,6 +31,7 @@ TABLES = {
     "lease",
     "message",
     "outbound",
+    "routing_state",
     "rule_hit",
     "ticket",
     "ticket_link",

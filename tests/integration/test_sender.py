@@ -62,7 +62,7 @@ def _enqueue(db, clock, message_id="out-1@localhost"):
             message_id=message_id,
             ticket_id=None,
             clock=clock,
-        ).id
+        )
 
 
 def _row(db, outbound_id):
