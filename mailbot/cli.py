@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mailbot import __version__, daemon, logsetup, views
+from mailbot import __version__, cli_ops, daemon, logsetup, views
 from mailbot import parse as parser
+from mailbot.classify import classify
 from mailbot.config import Settings, load_settings, masked
 from mailbot.errors import ConfigError, MailbotError, ParseError, SchemaError
 from mailbot.ingest import imap_check
@@ -197,6 +198,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         if args.no_process:
             return EX_OK
         pipeline = Pipeline(db, settings)
+        pipeline.sync_people()
         progress = Progress(fresh, "processed")
         outcomes: dict[str, int] = {}
         while (result := pipeline.process_next()) is not None:
@@ -245,7 +247,7 @@ def cmd_ticket(args: argparse.Namespace, settings: Settings) -> int:
         with db.transaction() as session:
             if args.ticket_command == "list":
                 status = TicketStatus(args.status) if args.status else None
-                rows = views.ticket_rows(session, status=status, limit=args.limit)
+                rows = views.ticket_rows(session, status=status, limit=args.limit, spam=args.spam)
                 if args.json:
                     _print_json(rows, sys.stdout)
                 else:
@@ -276,6 +278,9 @@ def cmd_mail_inspect(args: argparse.Namespace, settings: Settings) -> int:
             print(data["error"])
         return EX_FAIL
     data = views.parsed_document(msg)
+    klass = classify(msg, our_addresses=settings.our_addresses)
+    data["class"] = klass.mail_class.value
+    data["class_reasons"] = list(klass.reasons)
     if args.json:
         _print_json(data, sys.stdout)
     else:
@@ -330,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     tk_list = tk_sub.add_parser("list", help="list tickets, newest first")
     tk_list.add_argument("--status", choices=[s.value for s in TicketStatus])
     tk_list.add_argument("--limit", type=int, default=50)
+    tk_list.add_argument("--spam", action="store_true", help="list the spam instead")
     tk_list.add_argument("--json", action="store_true")
     tk_show = tk_sub.add_parser("show", help="a ticket with its messages, history, attachments")
     tk_show.add_argument("number", type=int)
@@ -347,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp = mail_sub.add_parser("inspect", help="print what the parser sees in a mail file")
     insp.add_argument("file")
     insp.add_argument("--json", action="store_true")
+    cli_ops.add_parsers(sub)
     return p
 
 
@@ -359,6 +366,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ticket": cmd_ticket,
     "mail": cmd_mail_inspect,
     "imap": cmd_imap,
+    "rules": cli_ops.cmd_rules,
+    "outbox": cli_ops.cmd_outbox,
 }
 
 

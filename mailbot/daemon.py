@@ -27,6 +27,9 @@ from mailbot.store.db import Database
 
 log = logging.getLogger(__name__)
 
+#: How often the worker looks whether the rules file changed.
+RULES_CHECK_SECONDS = 2.0
+
 #: Longest pause between tries when the database is unreachable.
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -43,6 +46,7 @@ class Daemon:
         )
         self.lease = settings.inbox.lease_seconds
         self.last_recovery = self.last_outbox_recovery = time.monotonic()
+        self.last_rules_check = time.monotonic()
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.wake_sender = asyncio.Event()
@@ -96,6 +100,10 @@ class Daemon:
             )
 
     def process_step(self) -> object | None:
+        if time.monotonic() - self.last_rules_check > RULES_CHECK_SECONDS:
+            self.last_rules_check = time.monotonic()
+            if self.pipeline.rules.changed():
+                self.pipeline.rules.reload("file changed")
         result = self.pipeline.process_next()
         if self.db.is_postgres and time.monotonic() - self.last_recovery > self.lease / 2:
             self.recover()
@@ -145,8 +153,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.pipeline.rules.reload, "SIGHUP")
         await asyncio.to_thread(schema.check_schema, self.db)
         await asyncio.to_thread(self.recover)
+        await asyncio.to_thread(self.pipeline.sync_people)
         workers = [
             asyncio.create_task(self.loop("pipeline", self.process_step, self.wake)),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),

@@ -62,6 +62,22 @@ def inbound_table(rows: Sequence[InboundSummary], counts: Mapping[InboundStatus,
     return "\n".join(lines)
 
 
+def outbound_table(rows: Sequence[Mapping[str, Any]], counts: Mapping[Any, int]) -> str:
+    lines = ["  ".join(f"{getattr(s, 'value', s)}={n}" for s, n in counts.items())]
+    lines.append(f"{'ID':>7}  {'STATUS':<8} {'EVENT':<16} {'TRIES':>5}  TO / ERROR")
+    for r in rows:
+        note = (
+            (r["last_error"] or "").splitlines()[0]
+            if r["last_error"]
+            else ", ".join(r["recipients"] or [])
+        )
+        lines.append(
+            f"{r['id']:>7}  {r['status']:<8} {r['event'][:16]:<16} {r['attempts']:>5}  "
+            f"{_safe(note)[:80]}"
+        )
+    return "\n".join(lines)
+
+
 def key_values(data: Mapping[str, Any]) -> str:
     width = max((len(k) for k in data), default=0)
     out = []
@@ -79,7 +95,7 @@ def key_values(data: Mapping[str, Any]) -> str:
 
 
 def ticket_rows(
-    session: Session, *, status: TicketStatus | None, limit: int
+    session: Session, *, status: TicketStatus | None, limit: int, spam: bool = False
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -92,7 +108,7 @@ def ticket_rows(
             "created_at": _iso(t.created_at),
             "updated_at": _iso(t.updated_at),
         }
-        for t, email in tickets.list_tickets(session, status=status, limit=limit)
+        for t, email in tickets.list_tickets(session, status=status, limit=limit, spam=spam)
     ]
 
 
@@ -125,7 +141,10 @@ def ticket_document(session: Session, number: int) -> dict[str, Any] | None:
             if detail.requester
             else None
         ),
-        "assignee_id": t.assignee_id,
+        "assignee": detail.assignee,
+        "team": t.team,
+        "escalation_level": t.escalation_level,
+        "spam": t.spam,
         "merged_into_id": t.merged_into_id,
         "created_at": _iso(t.created_at),
         "updated_at": _iso(t.updated_at),
@@ -162,6 +181,7 @@ def ticket_document(session: Session, number: int) -> dict[str, Any] | None:
             }
             for m in detail.messages
         ],
+        "rules": [{"rule": h.rule_id, "why": h.detail} for h in detail.rule_hits],
         "history": [
             {
                 "at": _iso(h.created_at),
@@ -176,7 +196,7 @@ def ticket_document(session: Session, number: int) -> dict[str, Any] | None:
 
 
 def ticket_text(data: Mapping[str, Any]) -> str:
-    head = {k: v for k, v in data.items() if k not in ("messages", "history")}
+    head = {k: v for k, v in data.items() if k not in ("messages", "history", "rules")}
     requester = data["requester"]
     head["requester"] = f"{requester['name']} <{requester['email']}>" if requester else None
     parts = [key_values(head)]
@@ -187,6 +207,9 @@ def ticket_text(data: Mapping[str, Any]) -> str:
                 f"    [attachment] {_safe(a['file_name'])} ({a['content_type']}, {a['size']} B)"
             )
         parts.append(_safe(m["text"]))
+    parts.append("\n--- rules that matched")
+    for hit in data["rules"]:
+        parts.append(f"{hit['rule']}: {_safe(hit['why'])}")
     parts.append("\n--- history")
     for h in data["history"]:
         parts.append(f"{h['at']}  {h['field']}: {h['old']} -> {h['new']} by {_safe(h['actor'])}")

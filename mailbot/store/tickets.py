@@ -17,6 +17,7 @@ from sqlmodel import Session, SQLModel, col
 from mailbot.headers import message_id_key
 from mailbot.states import ParticipantRole
 from mailbot.store.models import (
+    Agent,
     Attachment,
     AuthorType,
     Customer,
@@ -24,6 +25,7 @@ from mailbot.store.models import (
     History,
     Message,
     Priority,
+    RuleHit,
     Ticket,
     TicketSource,
     TicketStatus,
@@ -502,6 +504,8 @@ class TicketDetail:
     messages: list[Message]
     attachments: dict[int, list[Attachment]]
     history: list[History]
+    rule_hits: list[RuleHit]
+    assignee: str | None
 
 
 def get_ticket(session: Session, ticket_id: int) -> Ticket | None:
@@ -514,6 +518,7 @@ def list_tickets(
     status: TicketStatus | None = None,
     limit: int = 50,
     offset: int = 0,
+    spam: bool = False,
 ) -> list[tuple[Ticket, str | None]]:
     """Tickets, newest first, with the requester's address."""
     stmt = (
@@ -525,6 +530,8 @@ def list_tickets(
     )
     if status is not None:
         stmt = stmt.where(col(Ticket.status) == status.value)
+    # Spam is kept but stays out of the queue unless asked for.
+    stmt = stmt.where(col(Ticket.spam).is_(spam))
     return [(t, e) for t, e in session.execute(stmt).all()]
 
 
@@ -554,7 +561,21 @@ def ticket_detail(session: Session, number: int) -> TicketDetail | None:
             select(History).where(col(History.ticket_id) == ticket.id).order_by(col(History.id))
         ).scalars()
     )
-    return TicketDetail(ticket, requester, messages, attachments, history)
+    hits = list(
+        session.execute(
+            select(RuleHit).where(col(RuleHit.ticket_id) == ticket.id).order_by(col(RuleHit.id))
+        ).scalars()
+    )
+    assignee = session.get(Agent, ticket.assignee_id) if ticket.assignee_id else None
+    return TicketDetail(
+        ticket,
+        requester,
+        messages,
+        attachments,
+        history,
+        hits,
+        assignee.email if assignee else None,
+    )
 
 
 def count_tickets(session: Session) -> int:
