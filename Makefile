@@ -47,7 +47,7 @@ system-packages:
 check: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy mailbot tests bench
+	$(BIN)/mypy mailbot
 	$(BIN)/lint-imports
 
 ## make test: everything CI runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, true
+from sqlalchemy import select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -33,13 +33,7 @@ _UPSERT_AGENT = {
     name: dialect.insert(_agent)
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
-_SET_LAST = {
-    name: dialect.insert(_state).on_conflict_do_update(
-        index_elements=["team"],
-        set_={"last_assigned": bindparam("last_assigned"), "updated_at": bindparam("updated_at")},
-    )
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
+_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 
 
 def sync_agents(session: Session, people: People, now: datetime) -> None:
@@ -84,7 +78,9 @@ def routing_state(session: Session) -> RoutingState:
 
 def set_last_assigned(session: Session, team: str, email: str, now: datetime) -> None:
     conn = session.connection()
-    conn.execute(
-        _SET_LAST[conn.dialect.name],
-        {"team": team, "last_assigned": email, "updated_at": now},
+    insert = _DIALECTS[conn.dialect.name].insert(_state)
+    stmt = insert.values(team=team, last_assigned=email, updated_at=now).on_conflict_do_update(
+        index_elements=["team"],
+        set_={"last_assigned": insert.excluded.last_assigned, "updated_at": now},
     )
+    conn.execute(stmt)
