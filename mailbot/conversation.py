@@ -125,6 +125,7 @@ class Conversation:
                 mail_class=klass.mail_class.value,
                 received_at=now,
             ),
+            explain=False,
         )
         actor = msg.sender.email if msg.sender else "system"
         if plan.existing is None:
