@@ -25,7 +25,7 @@ from mailbot.config import Settings, load_settings, masked
 from mailbot.errors import ConfigError, MailbotError, ParseError, SchemaError
 from mailbot.ingest import imap_check
 from mailbot.process import Pipeline
-from mailbot.store import inbox, schema
+from mailbot.store import credentials, inbox, schema
 from mailbot.store.db import Database
 from mailbot.store.models import InboundStatus, TicketStatus
 
@@ -289,6 +289,34 @@ def cmd_mail_inspect(args: argparse.Namespace, settings: Settings) -> int:
     return EX_OK
 
 
+# -- web login tokens --------------------------------------------------------------------
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    """``web token set|revoke EMAIL``: a staff login for the web page and the JSON API."""
+    db = _database(settings)
+    try:
+        with db.transaction() as session:
+            if args.token_command == "revoke":
+                if not credentials.revoke(session, args.email):
+                    print(f"{args.email} has no token", file=sys.stderr)
+                    return EX_FAIL
+                print(f"token of {args.email} revoked; its sessions have ended")
+                return EX_OK
+            if not credentials.agent_exists(session, args.email):
+                print(
+                    f"no active agent {args.email}: list agents in agents.yaml first",
+                    file=sys.stderr,
+                )
+                return EX_FAIL
+            token = credentials.set_token(session, args.email)
+        print(token)
+        print(f"(shown once; it replaces any earlier token of {args.email})", file=sys.stderr)
+        return EX_OK
+    finally:
+        db.close()
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 
@@ -353,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     insp = mail_sub.add_parser("inspect", help="print what the parser sees in a mail file")
     insp.add_argument("file")
     insp.add_argument("--json", action="store_true")
+    web = sub.add_parser("web", help="the web page: staff login tokens")
+    web_sub = web.add_subparsers(dest="web_command", required=True)
+    token = web_sub.add_parser("token", help="set or revoke an agent's login token")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_set = token_sub.add_parser("set", help="print a new token for an agent (shown once)")
+    token_set.add_argument("email")
+    token_revoke = token_sub.add_parser("revoke", help="remove an agent's token and sessions")
+    token_revoke.add_argument("email")
     cli_ops.add_parsers(sub)
     return p
 
@@ -368,6 +404,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "imap": cmd_imap,
     "rules": cli_ops.cmd_rules,
     "outbox": cli_ops.cmd_outbox,
+    "web": cmd_web,
 }
 
 

@@ -106,6 +106,9 @@ class OutgoingSettings(_Section):
     retry_hours: int = Field(
         48, gt=0, description="How long temporary failures are retried before giving up."
     )
+    retry_first_seconds: int = Field(
+        60, gt=0, description="Wait before the first retry; it doubles, up to an hour."
+    )
     maildir: str = Field(
         "", description="Maildir for outgoing mail when no relay is set; default DATA_DIR/outgoing."
     )
@@ -191,6 +194,18 @@ class ConversationSettings(_Section):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+
+class WebSettings(_Section):
+    """The read-only status page, JSON API and metrics (issue #8; docs/web.md)."""
+
+    enabled: bool = Field(True, description="Serve the web page, JSON API and /metrics.")
+    host: str = Field("127.0.0.1", description="Address the web server binds to.")
+    port: int = Field(8025, ge=0, le=65535, description="Port of the web server.")
+    session_hours: float = Field(
+        12.0, gt=0, description="How long a staff login lasts before it must be repeated."
+    )
+    page_size: int = Field(50, ge=1, le=500, description="Tickets per page of the ticket list.")
 
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -311,6 +326,7 @@ class Settings(_Section):
     )
     sla: SlaSettings = SlaSettings()
     conversation: ConversationSettings = ConversationSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("support_address")
     @classmethod

@@ -126,6 +126,8 @@ class Conversation:
                 received_at=now,
             ),
             explain=False,
+            default_category=self.settings.tickets.default_category,
+            default_priority=self.settings.tickets.default_priority,
         )
         actor = msg.sender.email if msg.sender else "system"
         if plan.existing is None:

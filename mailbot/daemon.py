@@ -22,8 +22,10 @@ from mailbot.ingest import imap
 from mailbot.ingest.smtp import InboxHandler, serve
 from mailbot.process import Pipeline
 from mailbot.sender import Sender, make_transport
-from mailbot.store import inbox, outbox, schema
+from mailbot.store import inbox, keyfile, outbox, schema
 from mailbot.store.db import Database
+from mailbot.web import server as web_server
+from mailbot.web.app import create_app
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class Daemon:
             self.db,
             make_transport(settings.outgoing, settings.outgoing_maildir),
             retry_period=timedelta(hours=settings.outgoing.retry_hours),
+            first_retry=timedelta(seconds=settings.outgoing.retry_first_seconds),
         )
         self.lease = settings.inbox.lease_seconds
         self.last_recovery = self.last_outbox_recovery = time.monotonic()
@@ -65,6 +68,7 @@ class Daemon:
             else timedelta(seconds=self.settings.inbox.lease_seconds)
         )
         inbox.recover_stale(self.db, lease=lease, max_attempts=self.settings.inbox.max_attempts)
+        outbox.recover_stale(self.db, lease=lease)
         self.last_recovery = time.monotonic()
 
     async def start_listeners(self) -> None:
@@ -149,6 +153,29 @@ class Daemon:
         for task in pending:
             task.cancel()
 
+    def start_web(self, workers: list[asyncio.Task[None]]) -> asyncio.Task[None] | None:
+        """The read-only web page on its own read-only engine (docs/web.md); not a worker:
+        a web page that cannot start is logged and leaves mail intake running."""
+        web = self.settings.web
+        if not web.enabled:
+            return None
+        read_db = Database(self.settings.effective_database_url, read_only=True)
+        names = ["pipeline", "sender", *(f"imap:{m.name}" for m in self.settings.imap)]
+        app = create_app(
+            self.settings,
+            read_db,
+            keyfile.load_or_create(self.settings.secret_key_path),
+            workers=lambda: {n: not w.done() for n, w in zip(names, workers, strict=False)},
+        )
+
+        async def serve() -> None:
+            try:
+                await web_server.serve(app, web.host, web.port, self.stopping)
+            finally:
+                read_db.close()
+
+        return asyncio.create_task(serve())
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -161,6 +188,7 @@ class Daemon:
             asyncio.create_task(self.loop("pipeline", self.process_step, self.wake)),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),
         ]
+        web_task = self.start_web(workers)
         holder = imap.thread_holder()
         for mailbox in self.settings.imap:  # one poller thread per [[imap]] mailbox
             poller = imap.MailboxPoller(
@@ -191,6 +219,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), timeout=5)
             await asyncio.gather(*workers)
+            if web_task is not None:
+                await web_task
             self.db.close()
             log.info("stopped", extra={"action": "daemon_stopped"})
         return 0

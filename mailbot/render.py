@@ -80,3 +80,25 @@ class MailRenderer:
         except TemplateNotFound:
             html = None
         return RenderedMail(subject=subject, text=body.lstrip("\n"), html=html)
+
+
+class PageRenderer:
+    """The web page's templates (``templates/web/*.html.j2``), always autoescaped.
+
+    Used by ``mailbot.web`` so that jinja2 keeps a single importer.
+    """
+
+    def __init__(self, templates_dir: Path | None = None) -> None:
+        self.env = Environment(
+            loader=FileSystemLoader(str(templates_dir or BUILTIN_TEMPLATES / "web")),
+            undefined=StrictUndefined,
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except TemplateNotFound as exc:
+            raise TemplateError(f"no template {exc.name}") from exc

@@ -28,8 +28,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: First retry delay; it doubles per attempt up to MAX_RETRY_DELAY.
-FIRST_RETRY_DELAY = timedelta(minutes=1)
+#: Longest wait between two tries; the first is ``outgoing.retry_first_seconds``.
 MAX_RETRY_DELAY = timedelta(hours=1)
 
 
@@ -62,6 +61,8 @@ class MaildirTransport:
 class RelayTransport:
     def __init__(self, settings: OutgoingSettings) -> None:
         self.settings = settings
+        # Built once: loading the system's CA store costs tens of milliseconds.
+        self.context = ssl.create_default_context() if settings.relay_tls != "none" else None
         self.password = (
             Path(settings.relay_password_file).read_text().strip()
             if settings.relay_password_file
@@ -70,7 +71,7 @@ class RelayTransport:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        context = ssl.create_default_context()
+        context = self.context
         if s.relay_tls == "tls":
             return smtplib.SMTP_SSL(
                 s.relay_host, s.relay_port, timeout=s.relay_timeout, context=context
@@ -131,11 +132,13 @@ class Sender:
         transport: Transport,
         *,
         retry_period: timedelta,
+        first_retry: timedelta = timedelta(minutes=1),
         clock: Clock = utcnow,
     ) -> None:
         self.db = db
         self.transport = transport
         self.retry_period = retry_period
+        self.first_retry = first_retry
         self.clock = clock
         #: Rows the relay took whose "sent" state could not be written yet
         #: (the database was away). They are recorded before anything else is
@@ -175,7 +178,7 @@ class Sender:
                     extra={"action": "outbound_failed", **extra},
                 )
                 return "failed"
-            delay = min(FIRST_RETRY_DELAY * 2 ** (item.attempts - 1), MAX_RETRY_DELAY)
+            delay = min(self.first_retry * 2 ** (item.attempts - 1), MAX_RETRY_DELAY)
             outbox.retry_later(self.db, item.id, str(exc), delay=delay, clock=self.clock)
             log.warning(
                 "outbound %d deferred %s: %s",

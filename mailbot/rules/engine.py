@@ -79,12 +79,22 @@ _MATCHED, _MISSED = Verdict.matched, Verdict.missed
 _new_outcome = tuple.__new__  # NamedTuple construction without a Python-level __new__
 
 
-def evaluate(rules: RuleSet, mail: RuleInput, *, explain: bool = True) -> Decision:
+def evaluate(
+    rules: RuleSet,
+    mail: RuleInput,
+    *,
+    explain: bool = True,
+    default_category: str = DEFAULT_CATEGORY,
+    default_priority: str = DEFAULT_PRIORITY,
+) -> Decision:
     """Run ``rules`` over ``mail`` (pure: no I/O, no clock, no randomness).
 
     With ``explain`` (the default) every rule's outcome is recorded, for
     ``mailbot rules test``; the pipeline passes ``explain=False`` and gets only
     the matched rules, which is what it stores, at a fraction of the cost.
+    The defaults apply where no rule set a category or priority (the
+    ``tickets.default_*`` settings); the default category's subcategory is
+    ``general`` for ``other`` and none otherwise.
     """
     facts = Facts(mail)
     draft = Draft()
@@ -124,12 +134,15 @@ def evaluate(rules: RuleSet, mail: RuleInput, *, explain: bool = True) -> Decisi
         add(Outcome(rule.id, rule.line, _MATCHED, hit, tuple(a.label for a in rule.then)))
         if rule.stop or draft.stop:
             stopped_by = rule.id
-    category = draft.category or DEFAULT_CATEGORY
-    subcategory = draft.subcategory if draft.category else DEFAULT_SUBCATEGORY
+    category = draft.category or default_category
+    if draft.category:
+        subcategory = draft.subcategory
+    else:
+        subcategory = DEFAULT_SUBCATEGORY if default_category == DEFAULT_CATEGORY else None
     return Decision(
         category=category,
         subcategory=subcategory,
-        priority=draft.priority or DEFAULT_PRIORITY,
+        priority=draft.priority or default_priority,
         assignee=draft.assignee,
         team=draft.team,
         tags=tuple(draft.tags),

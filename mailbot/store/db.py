@@ -30,6 +30,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=1")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _postgres_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    cursor.execute("SET default_transaction_read_only = on")
+    cursor.close()
+    dbapi_connection.commit()
+
+
+def make_read_only_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine that cannot write: for the web page (DESIGN invariant 7).
+
+    SQLite connections get ``PRAGMA query_only`` and keep pysqlite's deferred
+    BEGIN (no ``BEGIN IMMEDIATE``: a reader must not take the write lock);
+    PostgreSQL sessions are ``default_transaction_read_only``.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_read_only)
+        return engine
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    event.listen(engine, "connect", _postgres_read_only)
+    return engine
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """Create the engine for ``url``; SQLite files get WAL mode and a busy timeout.
 
@@ -64,9 +99,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 class Database:
     """The one handle the rest of mailbot holds: an engine and its transactions."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, read_only: bool = False) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.read_only = read_only
+        factory = make_read_only_engine if read_only else make_engine
+        self.engine = factory(url, pool_size=pool_size)
 
     @property
     def is_postgres(self) -> bool:

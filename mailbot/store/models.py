@@ -50,6 +50,7 @@ __all__ = [
     "TicketParticipant",
     "TicketSource",
     "TicketStatus",
+    "WebCredential",
 ]
 
 
@@ -99,9 +100,10 @@ class Ticket(SQLModel, table=True):
     priority: Priority = Field(default=Priority.medium, sa_type=String(16))
     category: str | None = Field(default=None, max_length=64)
     subcategory: str | None = Field(default=None, max_length=64)
-    created_at: datetime = _ts()
+    #: Indexed for the web page's 30-day trend and "today" figures.
+    created_at: datetime = _ts(index=True)
     updated_at: datetime = _ts()
-    resolved_at: datetime | None = _ts(nullable=True)
+    resolved_at: datetime | None = _ts(nullable=True, index=True)
     closed_at: datetime | None = _ts(nullable=True)
     first_response_at: datetime | None = _ts(nullable=True)
     sla_first_response_due_at: datetime | None = _ts(nullable=True)
@@ -298,3 +300,13 @@ class Counter(SQLModel, table=True):
     __tablename__ = "counter"
     name: str = Field(primary_key=True, max_length=32)
     value: int = Field(default=0)
+
+
+class WebCredential(SQLModel, table=True):
+    """An agent's login token for the web page and the JSON API: only its SHA-256 is kept."""
+
+    __tablename__ = "web_credential"
+
+    email: str = Field(primary_key=True, max_length=320)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()

@@ -169,22 +169,21 @@ def mark_failed(db: Database, outbound_id: int, error: str) -> None:
     )
 
 
-def recover_stale(db: Database, *, lease: timedelta, clock: Clock = utcnow) -> int:
+def recover_stale(db: Database, *, lease: timedelta | None, clock: Clock = utcnow) -> int:
     """Rows left ``sending`` by a dead sender go back to ``pending``.
 
     Whether the relay got the mail is unknown; it is sent again with the same
     Message-ID, which receiving systems and mail clients deduplicate.
+    ``lease=None`` takes back every such row (SQLite: one daemon, at start-up).
     """
+    stale = [col(Outbound.status) == OutboundStatus.sending.value]
+    if lease is not None:
+        stale.append(col(Outbound.next_attempt_at) < clock() - lease)
     with db.transaction() as session:
         result = cast(
             "CursorResult[Any]",
             session.execute(
-                update(Outbound)
-                .where(
-                    col(Outbound.status) == OutboundStatus.sending.value,
-                    col(Outbound.next_attempt_at) < clock() - lease,
-                )
-                .values(status=OutboundStatus.pending.value)
+                update(Outbound).where(*stale).values(status=OutboundStatus.pending.value)
             ),
         )
     return int(result.rowcount)

@@ -19,7 +19,6 @@ from mailbot.store import inbox, outbox, schema
 from mailbot.store.db import Database
 from mailbot.store.models import (
     Customer,
-    History,
     Inbound,
     InboundStatus,
     Message,
@@ -45,11 +44,11 @@ from tests.integration.test_conversation import (
 )
 
 # The fixtures of test_conversation (settings without rules, pipeline, deliver).
-from tests.integration.test_conversation import clock as clock  # noqa: F401
-from tests.integration.test_conversation import deliver as deliver  # noqa: F401
-from tests.integration.test_conversation import no_rules as no_rules  # noqa: F401
-from tests.integration.test_conversation import pipeline as pipeline  # noqa: F401
-from tests.integration.test_conversation import settings as settings  # noqa: F401
+from tests.integration.test_conversation import clock as clock
+from tests.integration.test_conversation import deliver as deliver
+from tests.integration.test_conversation import no_rules as no_rules
+from tests.integration.test_conversation import pipeline as pipeline
+from tests.integration.test_conversation import settings as settings
 
 
 def open_ticket(deliver: Deliver, db: Database) -> tuple[str, Outbound]:
@@ -161,7 +160,8 @@ def test_bounce_of_our_ack_marks_the_outgoing_row(
     clock.advance(timedelta(minutes=1))
     accepted = inbox.accept(db, dsn(ack, part=part), source="smtp", envelope_from="<>")
     result = deliver.pipeline.process_next()
-    assert result is not None and result.inbound_id == accepted.inbound_id
+    assert result is not None
+    assert result.inbound_id == accepted.inbound_id
     assert (result.outcome, result.ticket_number) == ("bounce-linked", 1)
 
     (row,) = rows(db, Outbound)
@@ -174,7 +174,8 @@ def test_bounce_of_our_ack_marks_the_outgoing_row(
     (customer,) = rows(db, Customer)
     assert customer.bouncing
     delivery = history(db, 1, "delivery")
-    assert len(delivery) == 1 and "5.1.1" in str(delivery[0][2])
+    assert len(delivery) == 1
+    assert "5.1.1" in str(delivery[0][2])
     assert count(db, Ticket) == 1
     assert count(db, Outbound) == 1
     (inbound,) = rows(db, Inbound, col(Inbound.id) == accepted.inbound_id)
@@ -182,7 +183,7 @@ def test_bounce_of_our_ack_marks_the_outgoing_row(
 
 
 def test_bounce_of_unknown_mail_answers_nothing(db: Database, deliver: Deliver) -> None:
-    _, ack = open_ticket(deliver, db)
+    _, _ack = open_ticket(deliver, db)
     stranger = Outbound(
         message_id="someone-else@other.example",
         sender="x@other.example",
@@ -190,7 +191,8 @@ def test_bounce_of_unknown_mail_answers_nothing(db: Database, deliver: Deliver) 
     )
     accepted = inbox.accept(db, dsn(stranger, part="headers"), source="smtp", envelope_from="<>")
     result = deliver.pipeline.process_next()
-    assert result is not None and result.inbound_id == accepted.inbound_id
+    assert result is not None
+    assert result.inbound_id == accepted.inbound_id
     assert count(db, Outbound) == 1  # only the first acknowledgement
     assert the_ack(db, 1).status == OutboundStatus.pending
     assert not rows(db, Customer, col(Customer.email) == CUSTOMER)[0].bouncing
@@ -243,7 +245,8 @@ def assert_ignored(db: Database, deliver: Deliver, raw: bytes, tickets_before: i
     outbound_before = count(db, Outbound)
     accepted = inbox.accept(db, raw, source="smtp")
     result = deliver.pipeline.process_next()
-    assert result is not None and result.inbound_id == accepted.inbound_id
+    assert result is not None
+    assert result.inbound_id == accepted.inbound_id
     assert result.outcome == "ignored-loop"
     (inbound,) = rows(db, Inbound, col(Inbound.id) == accepted.inbound_id)
     assert inbound.status == InboundStatus.done

@@ -36,6 +36,7 @@ TABLES = {
     "ticket",
     "ticket_link",
     "ticket_participant",
+    "web_credential",
 }
 
 
