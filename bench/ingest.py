@@ -323,7 +323,9 @@ def verify(url: str, corpus: Corpus) -> tuple[bool, str]:
     try:
         with engine.connect() as conn:
             tickets = conn.execute(text("SELECT count(*) FROM ticket")).scalar_one()
-            messages = conn.execute(text("SELECT count(*) FROM message")).scalar_one()
+            messages = conn.execute(
+                text("SELECT count(*) FROM message WHERE direction = 'inbound'")
+            ).scalar_one()
             attachments = conn.execute(text("SELECT count(*) FROM attachment")).scalar_one()
             status = dict(
                 conn.execute(text("SELECT status, count(*) FROM inbound GROUP BY status")).all()

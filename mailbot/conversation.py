@@ -107,7 +107,7 @@ class Conversation:
                 msg.sender.email,
                 msg.sender.name,
                 now=now,
-                language=self._language(msg) if human else None,
+                language=(lambda: self._language(msg)) if human else None,
                 # A customer who writes to us is reachable again.
                 bouncing=False if human else None,
             )

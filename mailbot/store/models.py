@@ -198,7 +198,9 @@ class Inbound(SQLModel, table=True):
     """One raw mail as it was received: the durable inbox."""
 
     __tablename__ = "inbound"
-    __table_args__ = (Index("ix_inbound_status_next", "status", "next_attempt_at"),)
+    # (status, id): the claim walks the ready rows in id order and stops at the
+    # first, instead of sorting every waiting row on each claim.
+    __table_args__ = (Index("ix_inbound_status_id", "status", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -223,7 +225,7 @@ class Outbound(SQLModel, table=True):
     """One outgoing mail, written in the transaction that caused it."""
 
     __tablename__ = "outbound"
-    __table_args__ = (Index("ix_outbound_status_next", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbound_status_id", "status", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int | None = Field(default=None, foreign_key="ticket.id", index=True)

@@ -6,7 +6,7 @@ threader's ``TicketLookup`` protocol over one session.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -186,32 +186,36 @@ def get_or_create_customer(
     name: str,
     *,
     now: datetime,
-    language: str | None = None,
+    language: Callable[[], str | None] | None = None,
     bouncing: bool | None = None,
 ) -> CustomerRow:
     """The customer with this address, created on first sight.
 
-    ``language`` is set when the customer has none yet; ``bouncing`` (when
-    given) replaces the flag: a customer who writes is reachable again.
+    ``language`` (called only when needed) is set when the customer has none
+    yet; ``bouncing`` (when given) replaces the flag: a customer who writes is
+    reachable again.
     """
     email = email.lower()[:320]
     conn = _conn(session)
     row = conn.execute(_CUSTOMER_BY_EMAIL, {"email": email}).one_or_none()
     if row is None:
+        lang = language() if language else None
         values = {
             "email": email,
             "name": name[:200],
-            "language": language,
+            "language": lang,
             "bouncing": bool(bouncing),
             "created_at": now,
         }
         new_id = conn.execute(_INSERT_CUSTOMER, values).scalar_one()
-        return CustomerRow(new_id, email, name[:200], language, bool(bouncing), is_new=True)
+        return CustomerRow(new_id, email, name[:200], lang, bool(bouncing), is_new=True)
     changes: dict[str, object] = {}
     if name and not row.name:
         changes["name"] = name[:200]
     if language and not row.language:
-        changes["language"] = language
+        lang = language()
+        if lang:
+            changes["language"] = lang
     if bouncing is not None and bool(row.bouncing) != bouncing:
         changes["bouncing"] = bouncing
     if changes:
