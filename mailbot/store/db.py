@@ -130,11 +130,10 @@ class Database:
 
 
 @contextmanager
-def connection(engine: Engine) -> Iterator[Connection]:
-    """Like ``transaction`` but a bare Connection, for the hottest single statements."""
+def _storage_errors() -> Iterator[None]:
+    """Connection-level failures become ``StorageUnavailableError`` ("try later")."""
     try:
-        with engine.begin() as conn:
-            yield conn
+        yield
     except OperationalError as exc:
         raise StorageUnavailableError(f"database unavailable: {exc.orig!r}") from exc
     except DBAPIError as exc:
@@ -144,18 +143,22 @@ def connection(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
+def connection(engine: Engine) -> Iterator[Connection]:
+    """Like ``transaction`` but a bare Connection, for the hottest single statements."""
+    with _storage_errors(), engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """A session whose work commits on a clean exit and rolls back on any error.
 
     Connection-level failures become ``StorageUnavailableError`` so that
     callers can answer "try later" without knowing SQLAlchemy.
     """
-    try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            yield session
-    except OperationalError as exc:
-        raise StorageUnavailableError(f"database unavailable: {exc.orig!r}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise StorageUnavailableError(f"database connection lost: {exc.orig!r}") from exc
-        raise
+    with (
+        _storage_errors(),
+        Session(engine, expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        yield session
