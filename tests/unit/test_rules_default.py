@@ -331,6 +331,9 @@ CASES = [
     # other
     ("Общий вопрос", "Добрый день! Где находится ваш офис?", "other", "general", "low"),
     ("Hello", "Who should I talk to about your company?", "other", "general", "low"),
+    # Nothing recognisable and no question: the spec's "medium otherwise".
+    ("Printer on fire", "It started this morning.", "other", "general", "medium"),
+    ("Странная штука", "С утра всё иначе, чем вчера.", "other", "general", "medium"),
     (
         "Сотрудничество",
         "Предлагаем партнерство: мы интегратор и реселлер.",
