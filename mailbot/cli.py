@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mailbot import __version__, cli_ops, daemon, logsetup, views
+from mailbot import __version__, cli_ops, daemon, loaders, logsetup, views
 from mailbot import parse as parser
 from mailbot.classify import classify
 from mailbot.config import Settings, load_settings, masked
@@ -28,6 +28,8 @@ from mailbot.process import Pipeline
 from mailbot.store import credentials, inbox, schema
 from mailbot.store.db import Database
 from mailbot.store.models import InboundStatus, TicketStatus
+from mailbot.store.people import sync_agents
+from mailbot.store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +298,10 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """``web token set|revoke EMAIL``: a staff login for the web page and the JSON API."""
     db = _database(settings)
     try:
+        # The agents of agents.yaml may not be in the database yet (the daemon
+        # writes them at start): write them now, so a token can be set at once.
+        with db.transaction() as session:
+            sync_agents(session, loaders.read_people(settings), utcnow())
         with db.transaction() as session:
             if args.token_command == "revoke":
                 if not credentials.revoke(session, args.email):
