@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session
 
 from mailbot.message import ParsedMessage
-from mailbot.store import tickets
+from mailbot.store import ticket_reads
 from mailbot.store.inbox import InboundSummary
 from mailbot.store.models import InboundStatus, TicketStatus
 
@@ -108,7 +108,7 @@ def ticket_rows(
             "created_at": _iso(t.created_at),
             "updated_at": _iso(t.updated_at),
         }
-        for t, email in tickets.list_tickets(session, status=status, limit=limit, spam=spam)
+        for t, email in ticket_reads.list_tickets(session, status=status, limit=limit, spam=spam)
     ]
 
 
@@ -123,7 +123,7 @@ def ticket_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def ticket_document(session: Session, number: int) -> dict[str, Any] | None:
-    detail = tickets.ticket_detail(session, number)
+    detail = ticket_reads.ticket_detail(session, number)
     if detail is None:
         return None
     t = detail.ticket

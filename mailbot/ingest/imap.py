@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -33,9 +32,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formatdate
 from typing import Any
 
 from imapclient import IMAPClient
@@ -43,6 +39,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from mailbot.config import ImapMailboxSettings, imap_password
 from mailbot.errors import ConfigError, TransientError
+from mailbot.ingest.imap_notice import oversize_notice
 from mailbot.store import imap_state, inbox
 from mailbot.store.db import Database
 
@@ -59,7 +56,6 @@ FIRST_BACKOFF_SECONDS = 1.0
 #: How often a blocked wait (IDLE, poll interval, backoff) looks at the stop flag.
 TICK_SECONDS = 0.5
 
-OVERSIZE_SUBJECT = "Oversized message left on the IMAP server"
 DELETED = b"\\Deleted"
 
 
@@ -114,49 +110,6 @@ def describe(exc: BaseException, mailbox: ImapMailboxSettings) -> tuple[str, str
 
 def size_of(item: dict[bytes, Any]) -> int:
     return int(item[b"RFC822.SIZE"])
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
-def oversize_notice(
-    mailbox: ImapMailboxSettings,
-    folder: str,
-    uidvalidity: int,
-    uid: int,
-    size: int,
-    envelope: Any,
-) -> bytes:
-    """The synthetic mail that stands in the inbox for a message too large to download.
-
-    Its Message-ID depends only on the mailbox, folder, UIDVALIDITY and UID,
-    so a re-scan finds it already accepted.
-    """
-    folder_key = hashlib.sha256(folder.encode()).hexdigest()[:12]
-    senders = getattr(envelope, "from_", None) or ()
-    msg = EmailMessage()
-    msg["From"] = f"mailer-daemon@{mailbox.host}"
-    msg["To"] = mailbox.username
-    msg["Subject"] = OVERSIZE_SUBJECT
-    msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = (
-        f"<oversize.{mailbox.name}.{folder_key}.{uidvalidity}.{uid}@mailbot.invalid>"
-    )
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(
-        "A message larger than the limit was left on the IMAP server.\n\n"
-        f"Mailbox:      {mailbox.name} ({mailbox.username} at {mailbox.host})\n"
-        f"Folder:       {folder} (moved to {mailbox.oversize_folder})\n"
-        f"UID:          {uid} (UIDVALIDITY {uidvalidity})\n"
-        f"Size:         {size} bytes (limit {mailbox.max_message_size})\n"
-        f"From:         {', '.join(_text(a) for a in senders)}\n"
-        f"Subject:      {_text(getattr(envelope, 'subject', None))}\n"
-        f"Message-ID:   {_text(getattr(envelope, 'message_id', None))}\n"
-    )
-    return msg.as_bytes(policy=SMTP)
 
 
 class MailboxPoller:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from mailbot import reports
 from mailbot.states import Priority, TicketStatus
 from mailbot.store import reports as queries
-from mailbot.store import tickets
+from mailbot.store import ticket_reads
 from mailbot.store.reports import TicketFilter, TicketLine
 from mailbot.web.deps import Agent, Db, State
 
@@ -180,7 +180,7 @@ def add_routes(app: FastAPI) -> None:
     )
     def one_ticket(_: Agent, s: Db, state: State, number: Annotated[int, NumberPath]) -> TicketOut:
         """One ticket with its messages (internal notes included), rules and history."""
-        detail = tickets.ticket_detail(s, number)
+        detail = ticket_reads.ticket_detail(s, number)
         if detail is None:
             raise HTTPException(404, "no such ticket")
         t = detail.ticket

@@ -23,7 +23,7 @@ from mailbot.errors import StorageUnavailableError
 from mailbot.render import BUILTIN_TEMPLATES, PageRenderer
 from mailbot.sanitize import sanitize_html
 from mailbot.states import Priority, TicketStatus
-from mailbot.store import credentials, tickets
+from mailbot.store import credentials, ticket_reads
 from mailbot.store import reports as queries
 from mailbot.store.blobs import BlobStore
 from mailbot.store.db import Database
@@ -219,7 +219,7 @@ def create_app(
         number: Annotated[int, api.NumberPath],
         view: api.View = "text",
     ) -> HTMLResponse:
-        detail = tickets.ticket_detail(s, number)
+        detail = ticket_reads.ticket_detail(s, number)
         if detail is None:
             return page("error.html.j2", {"user": user, "message": "No such ticket."}, 404)
         t = detail.ticket
@@ -250,7 +250,7 @@ def create_app(
         number: Annotated[int, api.NumberPath],
         message_id: Annotated[int, api.IdPath],
     ) -> Response:
-        detail = tickets.ticket_detail(s, number)
+        detail = ticket_reads.ticket_detail(s, number)
         found = [m for m in detail.messages if m.id == message_id] if detail else []
         if not found or found[0].html_body is None:
             return PlainTextResponse("not found", status_code=404)
@@ -287,7 +287,7 @@ def create_app(
     @app.get("/status/{token}", include_in_schema=False)
     def customer_status(s: Db, token: Annotated[str, api.TokenPath]) -> HTMLResponse:
         number = signing.read_status_token(state.key, token, state.clock())
-        detail = tickets.ticket_detail(s, number) if number is not None else None
+        detail = ticket_reads.ticket_detail(s, number) if number is not None else None
         if detail is None or detail.ticket.spam:
             return page(
                 "error.html.j2",
