@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from mailbot.states import Priority, TicketStatus
 from mailbot.store import reports as queries
+from mailbot.store.models import Ticket
 from mailbot.store.reports import QueueGroup, TicketLine
 
 #: Tickets due within this time count as at risk.
@@ -150,6 +151,18 @@ def _left(due: datetime | None, now: datetime) -> str:
     span = abs(seconds)
     text = f"{int(span // 3600)}h {int(span % 3600 // 60):02d}m"
     return f"{text} left" if seconds >= 0 else f"overdue by {text}"
+
+
+def ticket_clock(ticket: Ticket, now: datetime) -> SlaClock:
+    """The SLA clock of a stored ticket (the ticket page and the JSON API)."""
+    return sla_clock(
+        status=ticket.status,
+        first_response_at=ticket.first_response_at,
+        first_response_due_at=ticket.sla_first_response_due_at,
+        resolution_due_at=ticket.sla_resolution_due_at,
+        resolved_at=ticket.resolved_at,
+        now=now,
+    )
 
 
 def sla_clock(

@@ -184,14 +184,7 @@ def add_routes(app: FastAPI) -> None:
         if detail is None:
             raise HTTPException(404, "no such ticket")
         t = detail.ticket
-        clock = reports.sla_clock(
-            status=t.status,
-            first_response_at=t.first_response_at,
-            first_response_due_at=t.sla_first_response_due_at,
-            resolution_due_at=t.sla_resolution_due_at,
-            resolved_at=t.resolved_at,
-            now=state.clock(),
-        )
+        clock = reports.ticket_clock(t, state.clock())
         return TicketOut(
             number=t.number,
             subject=t.subject,

@@ -223,14 +223,7 @@ def create_app(
         if detail is None:
             return page("error.html.j2", {"user": user, "message": "No such ticket."}, 404)
         t = detail.ticket
-        clock = reports.sla_clock(
-            status=t.status,
-            first_response_at=t.first_response_at,
-            first_response_due_at=t.sla_first_response_due_at,
-            resolution_due_at=t.sla_resolution_due_at,
-            resolved_at=t.resolved_at,
-            now=state.clock(),
-        )
+        clock = reports.ticket_clock(t, state.clock())
         return page(
             "ticket.html.j2",
             {
