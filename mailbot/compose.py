@@ -51,6 +51,10 @@ class Outgoing:
     in_reply_to: str | None = None
     references: Sequence[str] = ()
     auto: bool = False
+    #: RFC 3834 kind of automatic mail: ``auto-replied`` answers a mail,
+    #: ``auto-generated`` (notifications to agents) answers nothing.
+    auto_kind: str = "auto-replied"
+    cc: Sequence[Recipient] = ()
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -132,6 +136,10 @@ def compose(mail: Outgoing) -> bytes:
     headers = [
         ("From", _mailbox(mail.sender)),
         ("To", ", ".join(_mailbox(r) for r in mail.to)),
+    ]
+    if mail.cc:
+        headers.append(("Cc", ", ".join(_mailbox(r) for r in mail.cc)))
+    headers += [
         ("Subject", _unstructured(clean_text(mail.subject))),
         ("Date", format_datetime(mail.date)),
         ("Message-ID", _msgid(mail.message_id)),
@@ -143,9 +151,12 @@ def compose(mail: Outgoing) -> bytes:
         headers.append(("References", "\r\n ".join(f"<{r}>" for r in references)))
     if mail.auto:
         # RFC 3834: automatic mail says so, and asks Exchange not to answer it.
-        headers.append(("Auto-Submitted", "auto-replied"))
+        if mail.auto_kind not in ("auto-replied", "auto-generated"):
+            raise HeaderInjectionError(f"refusing Auto-Submitted {mail.auto_kind!r}")
+        headers.append(("Auto-Submitted", mail.auto_kind))
         headers.append(("X-Auto-Response-Suppress", "All"))
-        headers.append(("Precedence", "auto_reply"))
+        if mail.auto_kind == "auto-replied":
+            headers.append(("Precedence", "auto_reply"))
     for name, value in mail.extra_headers.items():
         if not _HEADER_NAME.match(name):
             raise HeaderInjectionError(f"refusing header name {name!r}")

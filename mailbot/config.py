@@ -196,6 +196,32 @@ class ConversationSettings(_Section):
         return value.rstrip("/")
 
 
+class DeskSettings(_Section):
+    """Agents working from their mail client (issue #5; docs/commands.md, docs/agents.md)."""
+
+    trusted_authserv_id: str = Field(
+        "",
+        description=(
+            "authserv-id of our receiving server's Authentication-Results; when set, agent "
+            "commands need an aligned DKIM or SPF pass there."
+        ),
+    )
+    commands_in_fresh_mail: bool = Field(
+        False,
+        description="Run an agent's commands in mail that does not answer a notification.",
+    )
+    receipts: Literal["always", "errors"] = Field(
+        "errors", description="Mail the agent a receipt for accepted commands, or only errors."
+    )
+    notify_unassigned: Literal["team", "none"] = Field(
+        "team",
+        description="Unassigned tickets notify their team (all active agents when no team).",
+    )
+    agent_language: Literal["en", "ru"] = Field(
+        "en", description="Language of mail to agents who have none in agents.yaml."
+    )
+
+
 class WebSettings(_Section):
     """The read-only status page, JSON API and metrics (issue #8; docs/web.md)."""
 
@@ -326,6 +352,7 @@ class Settings(_Section):
     )
     sla: SlaSettings = SlaSettings()
     conversation: ConversationSettings = ConversationSettings()
+    desk: DeskSettings = DeskSettings()
     web: WebSettings = WebSettings()
 
     @field_validator("support_address")

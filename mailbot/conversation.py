@@ -12,27 +12,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from mailbot import language, lifecycle, signing, sla
+from mailbot import commands, language, lifecycle, replytext, signing, sla
 from mailbot.classify import Classification, MailClass, read_bounce
 from mailbot.config import Settings
+from mailbot.desk import Applied, Desk
 from mailbot.directory import People
 from mailbot.message import ParsedMessage
 from mailbot.notify import Notifier
 from mailbot.routing import route
 from mailbot.rules import Decision, RuleInput, RuleSet, evaluate
 from mailbot.states import AuthorType, Direction, ParticipantRole, Priority, TicketStatus
-from mailbot.store import outbox, tickets
+from mailbot.store import outbox, ticket_changes, tickets
 from mailbot.store import people as people_store
 from mailbot.store.inbox import InboundItem
 from mailbot.store.tickets import CustomerRow, TicketRow
 from mailbot.threader import SubjectToken, ThreadedBy, ThreadMatch, find_ticket, plus_ticket_numbers
 
 log = logging.getLogger(__name__)
+
+__all__ = ["NO_TEXT", "Applied", "Conversation"]
 
 Clock = Callable[[], datetime]
 
@@ -43,16 +46,6 @@ MAX_SUBJECT_CHARS = 998
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
-    """The result of one mail: which ticket, and what happened."""
-
-    outcome: str  # created | appended | reopened | bounce-linked
-    ticket_id: int | None
-    ticket_number: int | None
-    acknowledged: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """Where a mail goes before anything is written: an existing ticket or a new one."""
 
@@ -60,6 +53,8 @@ class _Plan:
     related: TicketRow | None = None
     status: TicketStatus | None = None
     reopen: bool = False
+    #: A human reply from a participant: the assignee hears of it.
+    trusted: bool = False
 
     @property
     def new(self) -> bool:
@@ -84,6 +79,7 @@ class Conversation:
         self.rules = rules
         self.people = people
         self.token = SubjectToken(settings.tickets.token_format)
+        self.desk = Desk(settings, notifier, key, clock)
         self.reopen_window = timedelta(days=settings.conversation.reopen_days)
 
     def apply(
@@ -101,6 +97,46 @@ class Conversation:
                 return linked
         match = self._thread(session, item, msg)
         human = klass.mail_class is MailClass.human
+        agent = self.people.find(msg.sender.email) if human and msg.sender else None
+        flags: list[str] = []
+        opened_by: str | None = None
+        if agent is not None:
+            if match.ticket_id is not None:
+                refused = self.desk.authority(session, msg, agent, match.ticket_id)
+                if refused is None:
+                    return self.desk.reply(
+                        session, item, msg, match.ticket_id, agent, self.people, blob_keys, now
+                    )
+            else:
+                forwarded = Desk.forwarded(msg)
+                refused = (
+                    self.desk.authority(session, msg, agent, None, fresh_allowed=True)
+                    if forwarded is not None
+                    else None
+                )
+                if forwarded is not None and refused is None:
+                    # "#new": the ticket is the customer's, opened by the agent.
+                    opened_by = agent.email
+                    flags.append(f"opened-by:{agent.email}")
+                    msg = replace(
+                        msg,
+                        sender=forwarded.sender,
+                        from_header=str(forwarded.sender),
+                        subject=forwarded.subject,
+                        text=forwarded.text,
+                        html=None,
+                        cc=(),
+                        in_reply_to=(),
+                        references=(),
+                    )
+            if refused is not None:
+                flags.append("commands-ignored")
+                log.warning(
+                    "mail from agent %s is not obeyed: %s",
+                    agent.email,
+                    refused,
+                    extra={"action": "agent_mail_not_trusted"},
+                )
         customer = (
             tickets.get_or_create_customer(
                 session,
@@ -114,7 +150,7 @@ class Conversation:
             if msg.sender
             else None
         )
-        plan = self._plan(session, match, klass)
+        plan = self._plan(session, match, klass, msg)
         decision = evaluate(
             self.rules(),
             RuleInput(
@@ -133,10 +169,16 @@ class Conversation:
         if plan.existing is None:
             ticket = self._new_ticket(session, msg, customer, decision, now, related=plan.related)
             outcome = "created"
+            if opened_by is not None:
+                tickets.add_history(
+                    session, ticket.id, "opened_by", None, opened_by, opened_by, now
+                )
         else:
             ticket = self._update(session, plan.existing, plan, decision, actor, now)
             outcome = "reopened" if plan.reopen else "appended"
-        self._store_message(session, ticket, item, msg, klass, match, blob_keys, now)
+        self._store_message(session, ticket, item, msg, klass, match, blob_keys, now, flags)
+        if human and not decision.spam:
+            self._tell_agents(session, ticket, msg, outcome, plan)
         tickets.add_rule_hits(
             session,
             inbound_id=item.id,
@@ -185,7 +227,36 @@ class Conversation:
             looks_signed=signing.looks_like_ours,
         )
 
-    def _plan(self, session: Session, match: ThreadMatch, klass: Classification) -> _Plan:
+    def _tell_agents(
+        self, session: Session, ticket: TicketRow, msg: ParsedMessage, outcome: str, plan: _Plan
+    ) -> None:
+        """Mail the assignee (or the team) about a new ticket or a customer's reply."""
+        if not self.people.agents:
+            return
+        facts = ticket_changes.facts(session, ticket.id)
+        assert facts is not None
+        if outcome != "created" and not plan.trusted:
+            return
+        new_text = replytext.new_text(msg.text).text if outcome != "created" else msg.text
+        extra = {
+            "text": new_text.strip() or NO_TEXT,
+            "author": str(msg.sender) if msg.sender else UNKNOWN_SENDER,
+        }
+        valid = commands.valid_commands(facts.status)
+        assignee = self.people.find(facts.assignee_email) if facts.assignee_email else None
+        if assignee is not None and assignee.active:
+            event = "ticket-assigned" if outcome == "created" else "customer-reply"
+            self.notifier.notify_agent(session, facts, assignee, event, commands=valid, extra=extra)
+            return
+        if self.settings.desk.notify_unassigned == "none":
+            return
+        event = "ticket-unassigned" if outcome == "created" else "customer-reply"
+        for member in self.people.team_members(facts.team):
+            self.notifier.notify_agent(session, facts, member, event, commands=valid, extra=extra)
+
+    def _plan(
+        self, session: Session, match: ThreadMatch, klass: Classification, msg: ParsedMessage
+    ) -> _Plan:
         if match.ticket_id is None:
             return _Plan(None)
         existing = tickets.ticket_row(session, match.ticket_id)
@@ -201,11 +272,15 @@ class Conversation:
         if klass.mail_class is not MailClass.human:
             # Auto-replies and unmatched reports are kept, but change nothing.
             return _Plan(existing)
+        confirms = existing.status is TicketStatus.resolved and lifecycle.confirms_resolution(
+            replytext.new_text(msg.text).text
+        )
         effect = lifecycle.customer_reply(
             existing.status,
             closed_at=existing.closed_at,
             now=self.clock(),
             reopen_window=self.reopen_window,
+            confirms=confirms,
         )
         if effect.action is lifecycle.ReplyAction.new_linked:
             return _Plan(None, related=existing)
@@ -213,6 +288,7 @@ class Conversation:
             existing,
             status=effect.status,
             reopen=effect.action is lifecycle.ReplyAction.reopen,
+            trusted=True,
         )
 
     def _update(
@@ -323,8 +399,10 @@ class Conversation:
         match: ThreadMatch,
         blob_keys: Sequence[str],
         now: datetime,
+        extra_flags: Sequence[str] = (),
     ) -> None:
         flags = [f"threaded-by:{match.how.value}", f"class:{klass.mail_class.value}"]
+        flags.extend(extra_flags)
         flags.extend(msg.fallbacks)
         flags.extend(f"defect:{d}" for d in msg.defects[:20])
         if msg.sender is None:

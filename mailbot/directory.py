@@ -10,6 +10,7 @@ Shape::
         time_zone: Europe/Berlin
         working_hours: {mon-fri: ["09:00-18:00"]}   # omitted: always on shift
         active: true
+        language: ru           # mail to this agent; omitted: desk.agent_language
     teams:
       - name: tech
         members: [bob@example.org]
@@ -31,7 +32,16 @@ from mailbot.errors import ConfigError
 from mailbot.routing import Agent, RoutingMode, Team, parse_working_hours
 from mailbot.states import AgentRole
 
-_AGENT_KEYS = {"email", "name", "role", "skills", "time_zone", "working_hours", "active"}
+_AGENT_KEYS = {
+    "email",
+    "name",
+    "role",
+    "skills",
+    "time_zone",
+    "working_hours",
+    "active",
+    "language",
+}
 _TEAM_KEYS = {"name", "members", "skills", "mode"}
 
 
@@ -40,10 +50,15 @@ class AgentRecord:
     agent: Agent
     role: AgentRole
     working_hours_spec: Mapping[str, Sequence[str]] | None = None
+    language: str | None = None
 
     @property
     def email(self) -> str:
         return self.agent.email
+
+    @property
+    def active(self) -> bool:
+        return self.agent.active
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,17 @@ class People:
     @property
     def routing_agents(self) -> dict[str, Agent]:
         return {email: record.agent for email, record in self.agents.items()}
+
+    def find(self, email: str) -> AgentRecord | None:
+        """The agent with this address (case-insensitive), active or not."""
+        return self.agents.get(email.lower())
+
+    def team_members(self, team: str | None) -> list[AgentRecord]:
+        """Active members of ``team``; every active agent when there is no such team."""
+        for t in self.teams:
+            if t.name == team:
+                return [self.agents[m] for m in t.members if self.agents[m].agent.active]
+        return [r for r in self.agents.values() if r.agent.active]
 
     @property
     def managers(self) -> list[AgentRecord]:
@@ -111,7 +137,10 @@ def load_people(text: str, *, source: str = "agents.yaml") -> People:
             raise ConfigError(f"{where}: {exc}") from None
         if agent.email in agents:
             raise ConfigError(f"{where}: listed twice")
-        agents[agent.email] = AgentRecord(agent, role, hours_spec)
+        lang = entry.get("language")
+        if lang is not None and lang not in ("en", "ru"):
+            raise ConfigError(f"{where}.language: expected en or ru")
+        agents[agent.email] = AgentRecord(agent, role, hours_spec, lang)
     teams: list[Team] = []
     for index, entry in enumerate(data.get("teams") or []):
         where = f"{source}: teams[{index}]"

@@ -36,3 +36,24 @@ PRIORITY_NAMES = {
     "en": {"critical": "critical", "high": "high", "medium": "medium", "low": "low"},
     "ru": {"critical": "критический", "high": "высокий", "medium": "средний", "low": "низкий"},
 }
+
+STATUS_NAMES = {
+    "en": {
+        "new": "new",
+        "assigned": "assigned",
+        "in_progress": "in progress",
+        "pending": "waiting for the customer",
+        "resolved": "resolved",
+        "closed": "closed",
+        "reopened": "reopened",
+    },
+    "ru": {
+        "new": "новый",
+        "assigned": "назначен",
+        "in_progress": "в работе",
+        "pending": "ожидает ответа клиента",
+        "resolved": "решён",
+        "closed": "закрыт",
+        "reopened": "переоткрыт",
+    },
+}

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 from sqlmodel import Session
 
-from mailbot import language, signing
+from mailbot import language, replytext, signing
 from mailbot.compose import Outgoing, Recipient, compose
 from mailbot.config import Settings
+from mailbot.directory import AgentRecord
 from mailbot.render import MailRenderer
 from mailbot.states import AuthorType, Direction
 from mailbot.store import outbox, tickets
+from mailbot.store.ticket_changes import TicketFacts
 from mailbot.store.tickets import CustomerRow, TicketRow
 from mailbot.threader import SubjectToken
 
@@ -126,6 +128,146 @@ class Notifier:
         )
         return True
 
+    # -- agents ---------------------------------------------------------------------
+
+    def agent_context(self, ticket: TicketFacts, lang: str) -> dict[str, Any]:
+        """The ticket's facts as agents' mail shows them."""
+        category = "/".join(p for p in (ticket.category, ticket.subcategory) if p)
+        return {
+            "number": ticket.number,
+            "token": self.token.render(ticket.number),
+            "subject": ticket.subject or "(no subject)",
+            "status": language.STATUS_NAMES[lang].get(ticket.status, ticket.status),
+            "priority": language.PRIORITY_NAMES[lang].get(ticket.priority, ticket.priority),
+            "category": category or "-",
+            "assignee": ticket.assignee_email or "-",
+            "team": ticket.team or "-",
+            "tags": " ".join(ticket.tags) or "-",
+            "first_response_due": _when(ticket.sla_first_response_due_at),
+            "first_response_done": ticket.first_response_at is not None,
+            "resolution_due": _when(ticket.sla_resolution_due_at),
+            "marker": replytext.MARKER,
+            "ticket_url": f"{self.settings.conversation.public_url}/tickets/{ticket.number}",
+            "team_name": self.settings.conversation.team_name,
+        }
+
+    def agent_language(self, agent: AgentRecord) -> str:
+        return agent.language or self.settings.desk.agent_language
+
+    def notify_agent(
+        self,
+        session: Session,
+        ticket: TicketFacts,
+        agent: AgentRecord,
+        event: str,
+        *,
+        commands: Sequence[str],
+        extra: dict[str, Any] | None = None,
+        in_reply_to: str | None = None,
+    ) -> str:
+        """Mail ``agent`` about ``ticket`` (template ``mail/agent/<event>``); its Message-ID.
+
+        Stored on the ticket as an internal message, so that the agent's reply
+        threads to it and no customer ever sees it. Not capped: agents are
+        our own people, and their auto-replies are never answered.
+        """
+        lang = self.agent_language(agent)
+        context = self.agent_context(ticket, lang)
+        context.update({"agent_name": agent.agent.name or agent.email, "commands": list(commands)})
+        context.update(extra or {})
+        refs = [in_reply_to] if in_reply_to else []
+        _, message_id = self._enqueue(
+            session,
+            ticket.row,
+            Recipient(agent.email, agent.agent.name),
+            event=event,
+            audience="agent",
+            lang=lang,
+            context=context,
+            in_reply_to=in_reply_to,
+            references=refs,
+            auto=True,
+            auto_kind="auto-generated",
+            stored="internal",
+        )
+        return message_id
+
+    def relay(
+        self,
+        session: Session,
+        ticket: TicketFacts,
+        customer: CustomerRow,
+        cc: Sequence[str],
+        *,
+        agent: AgentRecord,
+        text: str,
+        status: str,
+        references: Sequence[str],
+    ) -> tuple[int, str]:
+        """Queue an agent's answer to the customer: (outbound id, Message-ID).
+
+        Sent from the support address (the agent's name shown beside it), with
+        the ticket token, never from the agent's own address. The caller stores
+        the agent's message with the returned Message-ID.
+        """
+        lang = customer.language or "en"
+        context = self._customer_context(ticket.row, customer)
+        team = self.settings.conversation.team_name
+        context.update(
+            {
+                "text": text,
+                "status_code": status,
+                "agent_name": agent.agent.name or team,
+            }
+        )
+        sender = Recipient(
+            self.settings.support_address,
+            f"{agent.agent.name} ({team})" if agent.agent.name else team,
+        )
+        refs = list(references)
+        return self._enqueue(
+            session,
+            ticket.row,
+            Recipient(customer.email, customer.name),
+            event="agent-reply",
+            audience="customer",
+            lang=lang,
+            context=context,
+            in_reply_to=refs[-1] if refs else None,
+            references=refs[:-1],
+            auto=False,
+            stored="none",
+            cc=[Recipient(a) for a in cc],
+            sender=sender,
+        )
+
+    def tell_customer(
+        self,
+        session: Session,
+        ticket: TicketFacts,
+        customer: CustomerRow,
+        event: str,
+        extra: dict[str, Any],
+    ) -> bool:
+        """An automatic notice to the requester (merge, auto-close); capped like all."""
+        if self._held_back(session, ticket.row, customer):
+            return False
+        context = self._customer_context(ticket.row, customer)
+        context.update(extra)
+        self._enqueue(
+            session,
+            ticket.row,
+            Recipient(customer.email, customer.name),
+            event=event,
+            audience="customer",
+            lang=customer.language or "en",
+            context=context,
+            in_reply_to=None,
+            references=(),
+            auto=True,
+        )
+        return True
+
     def _enqueue(
         self,
         session: Session,
@@ -139,15 +281,20 @@ class Notifier:
         in_reply_to: str | None,
         references: Sequence[str],
         auto: bool,
-    ) -> None:
+        auto_kind: str = "auto-replied",
+        stored: Literal["system", "internal", "none"] = "system",
+        cc: Sequence[Recipient] = (),
+        sender: Recipient | None = None,
+    ) -> tuple[int, str]:
         rendered = self.renderer.render(audience, event, lang, context)
         message_id = self.new_message_id(ticket.number)
         now = self.clock()
         refs = [*references, *([in_reply_to] if in_reply_to else [])]
         raw = compose(
             Outgoing(
-                sender=self.sender,
+                sender=sender or self.sender,
                 to=[to],
+                cc=cc,
                 subject=rendered.subject,
                 text=rendered.text,
                 html=rendered.html,
@@ -156,6 +303,7 @@ class Notifier:
                 in_reply_to=in_reply_to,
                 references=list(dict.fromkeys(refs)),
                 auto=auto,
+                auto_kind=auto_kind,
                 extra_headers={"X-Mailbot-Ticket": str(ticket.number), "X-Mailbot-Event": event},
             )
         )
@@ -163,32 +311,34 @@ class Notifier:
             session,
             raw=raw,
             sender=self.settings.support_address,
-            recipients=[to.email],
+            recipients=[to.email, *(c.email for c in cc)],
             message_id=message_id,
             ticket_id=ticket.id,
             event=event,
             auto=auto,
             clock=self.clock,
         )
-        tickets.add_message(
-            session,
-            tickets.NewMessage(
-                ticket_id=ticket.id,
-                outbound_id=outbound_id,
-                subject=rendered.subject,
-                text_body=rendered.text,
-                html_body=None,
-                author_email=self.settings.support_address,
-                author_name=self.settings.conversation.team_name,
-                author_type=AuthorType.system,
-                direction=Direction.outbound,
-                message_id=message_id,
-                in_reply_to=[in_reply_to] if in_reply_to else [],
-                references=refs,
-                created_at=now,
-                flags=[f"event:{event}"],
-            ),
-        )
+        if stored != "none":
+            tickets.add_message(
+                session,
+                tickets.NewMessage(
+                    ticket_id=ticket.id,
+                    outbound_id=outbound_id,
+                    subject=rendered.subject,
+                    text_body=rendered.text,
+                    html_body=None,
+                    author_email=self.settings.support_address,
+                    author_name=self.settings.conversation.team_name,
+                    author_type=AuthorType.system,
+                    direction=Direction.outbound,
+                    message_id=message_id,
+                    in_reply_to=[in_reply_to] if in_reply_to else [],
+                    references=refs,
+                    created_at=now,
+                    internal=stored == "internal",
+                    flags=[f"event:{event}", f"to:{to.email}"],
+                ),
+            )
         log.info(
             "queued %s to %s for ticket %d",
             event,
@@ -196,3 +346,11 @@ class Notifier:
             ticket.number,
             extra={"action": "outbound_queued", "event": event, "ticket_number": ticket.number},
         )
+        return outbound_id, message_id
+
+
+def _when(value: datetime | None) -> str:
+    """A due time for agents: UTC, to the minute."""
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -81,6 +81,28 @@ class MailRenderer:
             html = None
         return RenderedMail(subject=subject, text=body.lstrip("\n"), html=html)
 
+    def responses(self) -> frozenset[str]:
+        """Names of the response templates agents insert with ``#template``."""
+        names = set()
+        for name in self.env.list_templates(extensions=["j2"]):
+            parts = name.split("/")
+            if len(parts) == 2 and parts[0] == "responses":
+                names.add(parts[1].split(".", 1)[0].lower())
+        return frozenset(names)
+
+    def render_response(self, name: str, language: str, context: dict[str, Any]) -> str:
+        """The text of response template ``name`` (``responses/<name>.<lang>.txt.j2``).
+
+        Falls back to English when the template has no version in ``language``.
+        """
+        for lang in dict.fromkeys((language if language in LANGUAGES else "en", "en")):
+            try:
+                template = self.env.get_template(f"responses/{name}.{lang}.txt.j2")
+            except TemplateNotFound:
+                continue
+            return template.render(context).strip("\n")
+        raise TemplateError(f"no response template {name}")
+
 
 class PageRenderer:
     """The web page's templates (``templates/web/*.html.j2``), always autoescaped.

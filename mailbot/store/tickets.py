@@ -128,11 +128,11 @@ class SessionLookup:
             return None
         # Prefer the ticket of the most recent referenced message.
         ticket_id = self.conn.execute(_TICKET_FOR_KEYS, {"keys": keys}).scalar()
-        return None if ticket_id is None else self._survivor(ticket_id)
+        return None if ticket_id is None else self.survivor(ticket_id)
 
     def ticket_id_for_number(self, number: int) -> int | None:
         ticket_id = self.conn.execute(_TICKET_BY_NUMBER, {"number": number}).scalar()
-        return None if ticket_id is None else self._survivor(ticket_id)
+        return None if ticket_id is None else self.survivor(ticket_id)
 
     def participants(self, ticket_id: int) -> frozenset[str]:
         found = [
@@ -141,7 +141,7 @@ class SessionLookup:
         ]
         return frozenset(e.lower() for e in found)
 
-    def _survivor(self, ticket_id: int) -> int:
+    def survivor(self, ticket_id: int) -> int:
         """Follow merges to the ticket that lives on (bounded, so a cycle cannot hang)."""
         current = ticket_id
         for _ in range(32):
