@@ -6,11 +6,15 @@ and Russian text), then for each backend and mode:
 
 * mbox: ``python -m mailbot ingest --mbox FILE`` as a child process on a fresh
   database; wall time from spawn to exit (accept + process); peak memory is the
-  child's ``ru_maxrss`` from ``os.wait4``.
+  child's ``ru_maxrss`` from ``os.wait4``. With ``--processes N``: the same
+  accept with ``--no-process``, then N ``mailbot ingest`` processes (one worker
+  each) drain the inbox together; peak memory is the SUM of their peaks.
 * smtp: ``python -m mailbot run`` as a child process; 8 client threads send
   every mail with smtplib; the clock runs from the first send until the inbox
-  is drained (no row ``received`` or ``processing``); peak memory is the
-  daemon's ``VmHWM`` read just before SIGTERM.
+  is drained (no row ``received`` or ``processing``); peak memory is the SUM of
+  ``VmHWM`` over the daemon and any process it started, read just before SIGTERM.
+
+``--workers N`` sets ``inbox.workers`` (pipeline threads) of every child.
 
 It also runs the *floor*: an in-process loop that parses each mail with the
 standard library and commits one row per mail to a fresh SQLite file (WAL,
@@ -19,6 +23,8 @@ tickets == new mails, messages == mails, every inbound row ``done``.
 
     .venv/bin/python bench/ingest.py --count 2000 --backend sqlite --mode mbox
     .venv/bin/python bench/ingest.py                 # 10,000 mails, everything
+    .venv/bin/python bench/ingest.py --workers 1     # one pipeline thread
+    .venv/bin/python bench/ingest.py --mode mbox --processes 2   # two processes instead
     .venv/bin/python bench/ingest.py --profile 2000  # cProfile of one mbox ingest
 """
 
@@ -281,9 +287,15 @@ class Backend:
         return f"sqlite:///{(data_dir / 'mailbot.db').resolve()}"
 
 
+#: ``inbox.workers`` for the children; None leaves mailbot's default.
+WORKERS: int | None = None
+
+
 def child_env(data_dir: Path, url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILBOT_")}
     env.update(MAILBOT_DATA_DIR=str(data_dir), MAILBOT_DATABASE_URL=url, **extra)
+    if WORKERS is not None and "MAILBOT_INBOX__WORKERS" not in extra:
+        env["MAILBOT_INBOX__WORKERS"] = str(WORKERS)
     return env
 
 
@@ -346,6 +358,60 @@ def verify(url: str, corpus: Corpus) -> tuple[bool, str]:
     return ok, ("OK   " if ok else "FAIL ") + detail
 
 
+def run_mbox_processes(
+    backend: Backend, corpus: Corpus, mbox: Path, work: Path, processes: int
+) -> Result:
+    """Accept with ``--no-process``, then ``processes`` ingest processes drain the inbox.
+
+    Each process runs one pipeline worker; ``mailbot ingest`` on an empty mbox
+    processes whatever the inbox holds. Peak memory: the larger of the accept
+    process's peak and the SUM of the draining processes' peaks.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="mboxp-", dir=work))
+    url = backend.fresh(data_dir)
+    env = child_env(data_dir, url, MAILBOT_INBOX__WORKERS="1")
+    upgrade(env)
+    empty = work / "empty.mbox"
+    empty.touch()
+    start = time.perf_counter()
+    accept = subprocess.Popen(
+        mailbot("ingest", "--mbox", str(mbox), "--no-process"), env=env, stderr=subprocess.PIPE
+    )
+    assert accept.stderr is not None
+    tail = StderrTail(accept.stderr)
+    _, status, usage = os.wait4(accept.pid, 0)
+    accepted = time.perf_counter()
+    accept_peak = usage.ru_maxrss / 1024
+    result = Result(backend.name, f"mbox x{processes}p", len(corpus.mails), 0.0, None)
+    if os.waitstatus_to_exitcode(status) != 0:
+        result.ok, result.check = False, f"FAIL accept: {tail.tail()}"
+        return result
+    drains = [
+        subprocess.Popen(mailbot("ingest", "--mbox", str(empty)), env=env, stderr=subprocess.PIPE)
+        for _ in range(processes)
+    ]
+    tails = [StderrTail(d.stderr) for d in drains if d.stderr is not None]
+    peaks, codes = [], []
+    for drain in drains:
+        _, status, usage = os.wait4(drain.pid, 0)
+        peaks.append(usage.ru_maxrss / 1024)
+        codes.append(os.waitstatus_to_exitcode(status))
+    result.seconds = time.perf_counter() - start
+    result.peak_rss_mb = max(accept_peak, sum(peaks))
+    phase = result.seconds - (accepted - start)
+    result.notes.append(
+        f"accept phase {accepted - start:.1f} s, process phase {phase:.1f} s "
+        f"({len(corpus.mails) / max(phase, 1e-9):.0f}/s); "
+        f"peaks: accept {accept_peak:.0f} MB, drains {' + '.join(f'{p:.0f}' for p in peaks)} MB"
+    )
+    if any(codes):
+        result.ok = False
+        result.check = f"FAIL exit {codes}: {' '.join(t.tail(5) for t in tails)}"
+        return result
+    result.ok, result.check = verify(url, corpus)
+    return result
+
+
 def run_mbox(backend: Backend, corpus: Corpus, mbox: Path, work: Path) -> Result:
     data_dir = Path(tempfile.mkdtemp(prefix="mbox-", dir=work))
     url = backend.fresh(data_dir)
@@ -391,6 +457,32 @@ def _vm_hwm_mb(pid: int) -> float | None:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                text = (task / "children").read_text()
+                children = [int(c) for c in text.split()]
+                found += children
+                todo += children
+    return found
+
+
+def _tree_hwm_mb(pid: int) -> float | None:
+    """SUM of the peak RSS (VmHWM) of ``pid`` and of every process it started.
+
+    mailbot runs its pipeline workers as threads today; should it ever start
+    processes, their memory counts here, each whole (shared pages included).
+    """
+    own = _vm_hwm_mb(pid)
+    if own is None:
+        return None
+    return own + sum(_vm_hwm_mb(child) or 0.0 for child in _descendants(pid))
 
 
 def shards(corpus: Corpus, clients: int) -> list[list[Mail]]:
@@ -474,7 +566,7 @@ def run_smtp(backend: Backend, corpus: Corpus, work: Path) -> Result:
                 raise RuntimeError(f"inbox stalled at {state}: {tail.tail()}")
             time.sleep(0.1)
         result.seconds = time.perf_counter() - start
-        result.peak_rss_mb = _vm_hwm_mb(proc.pid)
+        result.peak_rss_mb = _tree_hwm_mb(proc.pid)
         result.notes.append(
             f"all {n} sent (8 clients) in {sent:.1f} s = {n / sent:.0f}/s; "
             f"drained {result.seconds - sent:.1f} s later"
@@ -635,6 +727,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1, help="corpus seed (1)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="inbox.workers (pipeline threads) of mailbot; default: mailbot's default",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="mbox: accept, then drain with N one-worker ingest processes (memory summed)",
+    )
+    p.add_argument(
         "--profile",
         type=int,
         metavar="COUNT",
@@ -642,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--top", type=int, default=15, help="profile rows to print (15)")
     args = p.parse_args(argv)
+    global WORKERS
+    WORKERS = args.workers
     if args.profile:
         profile(args.profile, args.seed, args.top)
         return 0
@@ -649,6 +755,10 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     modes = ["mbox", "smtp"] if args.mode == "both" else [args.mode]
     print(machine())
+    print(
+        f"inbox.workers: {args.workers or 'default'}"
+        + (f"; mbox drained by {args.processes} processes" if args.processes else "")
+    )
     t = time.perf_counter()
     corpus = generate(args.count, args.seed)
     n = len(corpus.mails)
@@ -672,7 +782,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in backends:
             backend = Backend(name, pg)
             for mode in modes:
-                if mode == "mbox":
+                if mode == "mbox" and args.processes:
+                    r = run_mbox_processes(backend, corpus, mbox, work, args.processes)
+                elif mode == "mbox":
                     r = run_mbox(backend, corpus, mbox, work)
                 else:
                     r = run_smtp(backend, corpus, work)

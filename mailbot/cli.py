@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mailbot import __version__, cli_ops, daemon, loaders, logsetup, views
+from mailbot import __version__, cli_jobs, cli_ops, daemon, loaders, logsetup, views
 from mailbot import parse as parser
 from mailbot.classify import classify
 from mailbot.config import Settings, load_settings, masked
@@ -203,7 +203,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         pipeline.sync_people()
         progress = Progress(fresh, "processed")
         outcomes: dict[str, int] = {}
-        while (result := pipeline.process_next()) is not None:
+        for result in pipeline.drain(settings.inbox.workers):
             outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
             progress.update(sum(outcomes.values()))
         summary = ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "nothing to do"
@@ -396,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke = token_sub.add_parser("revoke", help="remove an agent's token and sessions")
     token_revoke.add_argument("email")
     cli_ops.add_parsers(sub)
+    cli_jobs.add_parsers(sub)
     return p
 
 
@@ -411,6 +412,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "rules": cli_ops.cmd_rules,
     "outbox": cli_ops.cmd_outbox,
     "web": cmd_web,
+    "job": cli_jobs.cmd_job,
+    "digest": cli_jobs.cmd_digest,
 }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from urllib.parse import quote
 
 from mailbot.errors import PermanentError
 
@@ -40,6 +41,15 @@ class Recipient:
 
 
 @dataclass(frozen=True, slots=True)
+class OutgoingFile:
+    """A file attached to outgoing mail (an agent's screenshot, relayed)."""
+
+    filename: str
+    content_type: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     sender: Recipient
     to: Sequence[Recipient]
@@ -55,6 +65,7 @@ class Outgoing:
     #: ``auto-generated`` (notifications to agents) answers nothing.
     auto_kind: str = "auto-replied"
     cc: Sequence[Recipient] = ()
+    attachments: Sequence[OutgoingFile] = ()
     extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -163,17 +174,55 @@ def compose(mail: Outgoing) -> bytes:
         headers.append((name, _unstructured(clean_text(value, 200))))
     headers.append(("MIME-Version", "1.0"))
     lines = [f"{name}: {value}" for name, value in headers]
-    if mail.html is None:
-        lines.extend(_body(mail.text, "plain"))
-    else:
-        boundary = "=_mb_" + secrets.token_hex(12)
-        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    if mail.attachments:
+        mixed = "=_mb_" + secrets.token_hex(12)
+        lines.append(f'Content-Type: multipart/mixed; boundary="{mixed}"')
         lines.append("")
-        for text, subtype in ((mail.text, "plain"), (mail.html, "html")):
-            lines.append(f"--{boundary}")
-            lines.extend(_body(text, subtype))
-        lines.append(f"--{boundary}--")
+        lines.append(f"--{mixed}")
+        lines.extend(_text_parts(mail))
+        for item in mail.attachments:
+            lines.append(f"--{mixed}")
+            lines.extend(_file_part(item))
+        lines.append(f"--{mixed}--")
+    else:
+        lines.extend(_text_parts(mail))
     for name, value in headers:
         if "\n" in value.replace("\r\n ", "") or "\r" in value.replace("\r\n ", ""):
             raise HeaderInjectionError(f"line break in header {name}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _text_parts(mail: Outgoing) -> list[str]:
+    """The text part, or text and HTML as multipart/alternative, with their headers."""
+    if mail.html is None:
+        return _body(mail.text, "plain")
+    boundary = "=_mb_" + secrets.token_hex(12)
+    lines = [f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
+    for text, subtype in ((mail.text, "plain"), (mail.html, "html")):
+        lines.append(f"--{boundary}")
+        lines.extend(_body(text, subtype))
+    lines.append(f"--{boundary}--")
+    return lines
+
+
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def _file_part(item: OutgoingFile) -> list[str]:
+    """One attachment: a checked content type, an RFC 2231 file name, base64."""
+    ctype = item.content_type.lower()
+    if not _CONTENT_TYPE.match(ctype) or ctype.startswith("multipart/"):
+        ctype = "application/octet-stream"
+    name = clean_text(item.filename, 200).replace("/", "_").replace("\\", "_") or "attachment"
+    if name.isascii() and _ATOM_PHRASE.match(name.replace(".", "")):
+        disposition = f'attachment; filename="{name}"'
+    else:
+        disposition = "attachment; filename*=utf-8''" + quote(name, safe="")
+    payload = base64.encodebytes(item.payload).decode("ascii").replace("\n", "\r\n")
+    return [
+        f"Content-Type: {ctype}",
+        f"Content-Disposition: {disposition}",
+        "Content-Transfer-Encoding: base64",
+        "",
+        payload.rstrip("\r\n"),
+    ]

@@ -69,6 +69,12 @@ class InboxSettings(_Section):
     poll_seconds: float = Field(
         2.0, gt=0, description="How often the worker looks for mail it was not woken for."
     )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="Pipeline worker threads; one sender's or thread's mail stays in order.",
+    )
 
 
 class ParseSettings(_Section):
@@ -154,8 +160,63 @@ class SlaSettings(_Section):
         description="Hours to resolution, per priority.",
     )
 
+    reminder_share: float = Field(
+        0.75, gt=0, lt=1, description="Remind the assignee at this share of the time to a due."
+    )
+    calendar: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Business hours the SLA clock runs in; empty: around the clock.",
+    )
+    priority_calendars: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Calendars per priority (win over team calendars)."
+    )
+    team_calendars: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Calendars per team of agents.yaml."
+    )
+
     _first = field_validator("first_response")(_check_priority_table)
     _resolution = field_validator("resolution")(_check_priority_table)
+
+    @field_validator("priority_calendars")
+    @classmethod
+    def _known_priorities(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [p for p in value if p not in _PRIORITIES]
+        if unknown:
+            raise ValueError(f"unknown priorities {unknown}")
+        return value
+
+
+class JobSettings(_Section):
+    """The scheduled jobs of ``mailbot run`` (issue #7; docs/jobs.md)."""
+
+    enabled: bool = Field(True, description="Run the scheduled jobs inside mailbot run.")
+    interval_seconds: float = Field(60, gt=0, description="Seconds between two runs of each job.")
+    pending_reminder_days: float = Field(
+        3, gt=0, description="Remind the customer of a pending ticket after this many days."
+    )
+    pending_close_days: float = Field(
+        7, gt=0, description="Close a pending ticket after this many days without an answer."
+    )
+    resolved_close_days: float = Field(
+        3, gt=0, description="Close a resolved ticket after this many days without an answer."
+    )
+    digest: bool = Field(True, description="Send managers the daily digest.")
+    digest_time: str = Field(
+        "08:00", description="Local time (each manager's time zone) the digest is sent at."
+    )
+    at_risk_hours: float = Field(
+        2, gt=0, description="A ticket due within this many hours is at risk (digest)."
+    )
+    orphan_hours: float = Field(
+        24, gt=0, description="Delete attachment files no message refers to after this long."
+    )
+
+    @field_validator("digest_time")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("must be HH:MM (24-hour clock)")
+        return value
 
 
 class ConversationSettings(_Section):
@@ -187,6 +248,9 @@ class ConversationSettings(_Section):
     )
     team_name: str = Field("Support", description="Display name of the support address.")
     status_link_days: int = Field(180, gt=0, description="How long a status link stays valid.")
+    satisfaction_survey: bool = Field(
+        True, description="Closing mail asks the customer to rate the help from 1 to 5."
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -353,6 +417,7 @@ class Settings(_Section):
     sla: SlaSettings = SlaSettings()
     conversation: ConversationSettings = ConversationSettings()
     desk: DeskSettings = DeskSettings()
+    jobs: JobSettings = JobSettings()
     web: WebSettings = WebSettings()
 
     @field_validator("support_address")

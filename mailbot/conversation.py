@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
-from mailbot import commands, language, lifecycle, replytext, signing, sla
+from mailbot import commands, language, lifecycle, ratings, replytext, signing
 from mailbot.classify import Classification, MailClass, read_bounce
 from mailbot.config import Settings
 from mailbot.desk import Applied, Desk
@@ -26,6 +26,7 @@ from mailbot.message import ParsedMessage
 from mailbot.notify import Notifier
 from mailbot.routing import route
 from mailbot.rules import Decision, RuleInput, RuleSet, evaluate
+from mailbot.slaclock import SlaClock
 from mailbot.states import AuthorType, Direction, ParticipantRole, Priority, TicketStatus
 from mailbot.store import outbox, ticket_changes, tickets
 from mailbot.store import people as people_store
@@ -55,6 +56,8 @@ class _Plan:
     reopen: bool = False
     #: A human reply from a participant: the assignee hears of it.
     trusted: bool = False
+    #: The customer's answer to the satisfaction survey of a closed ticket.
+    rating: ratings.Rating | None = None
 
     @property
     def new(self) -> bool:
@@ -79,7 +82,8 @@ class Conversation:
         self.rules = rules
         self.people = people
         self.token = SubjectToken(settings.tickets.token_format)
-        self.desk = Desk(settings, notifier, key, clock)
+        self.sla_clock = SlaClock(settings)
+        self.desk = Desk(settings, notifier, key, clock, self.sla_clock)
         self.reopen_window = timedelta(days=settings.conversation.reopen_days)
 
     def apply(
@@ -100,6 +104,8 @@ class Conversation:
         agent = self.people.find(msg.sender.email) if human and msg.sender else None
         flags: list[str] = []
         opened_by: str | None = None
+        agent_text = ""
+        original = msg
         if agent is not None:
             if match.ticket_id is not None:
                 refused = self.desk.authority(session, msg, agent, match.ticket_id)
@@ -117,6 +123,7 @@ class Conversation:
                 if forwarded is not None and refused is None:
                     # "#new": the ticket is the customer's, opened by the agent.
                     opened_by = agent.email
+                    agent_text = forwarded.agent_text
                     flags.append(f"opened-by:{agent.email}")
                     msg = replace(
                         msg,
@@ -131,6 +138,11 @@ class Conversation:
                     )
             if refused is not None:
                 flags.append("commands-ignored")
+                if not agent.active and match.ticket_id is not None:
+                    # BAD_INPUTS B-14: told why, at most auto_reply_limit times an hour.
+                    facts = ticket_changes.facts(session, match.ticket_id)
+                    if facts is not None:
+                        self.notifier.refused(session, facts, agent, refused)
                 log.warning(
                     "mail from agent %s is not obeyed: %s",
                     agent.email,
@@ -177,8 +189,24 @@ class Conversation:
             ticket = self._update(session, plan.existing, plan, decision, actor, now)
             outcome = "reopened" if plan.reopen else "appended"
         self._store_message(session, ticket, item, msg, klass, match, blob_keys, now, flags)
+        if opened_by is not None and agent is not None:
+            self.desk.commands_for_new(
+                session, item, original, ticket.id, agent, self.people, agent_text, now
+            )
+            ticket = tickets.ticket_row(session, ticket.id) or ticket
         if human and not decision.spam:
-            self._tell_agents(session, ticket, msg, outcome, plan)
+            self._tell_agents(session, ticket, msg, outcome, plan, skip=opened_by)
+        if decision.escalations and not decision.spam and self.people.agents:
+            facts = ticket_changes.facts(session, ticket.id)
+            assert facts is not None
+            self.notifier.escalated(
+                session,
+                facts,
+                self.people.escalation_audience(facts.team, facts.assignee_email),
+                reason="; ".join(decision.escalations),
+                author="rules",
+                commands=commands.valid_commands(facts.status),
+            )
         tickets.add_rule_hits(
             session,
             inbound_id=item.id,
@@ -228,7 +256,14 @@ class Conversation:
         )
 
     def _tell_agents(
-        self, session: Session, ticket: TicketRow, msg: ParsedMessage, outcome: str, plan: _Plan
+        self,
+        session: Session,
+        ticket: TicketRow,
+        msg: ParsedMessage,
+        outcome: str,
+        plan: _Plan,
+        *,
+        skip: str | None = None,
     ) -> None:
         """Mail the assignee (or the team) about a new ticket or a customer's reply."""
         if not self.people.agents:
@@ -245,8 +280,11 @@ class Conversation:
         valid = commands.valid_commands(facts.status)
         assignee = self.people.find(facts.assignee_email) if facts.assignee_email else None
         if assignee is not None and assignee.active:
-            event = "ticket-assigned" if outcome == "created" else "customer-reply"
-            self.notifier.notify_agent(session, facts, assignee, event, commands=valid, extra=extra)
+            if assignee.email != skip:  # the agent who opened it with #new knows
+                event = "ticket-assigned" if outcome == "created" else "customer-reply"
+                self.notifier.notify_agent(
+                    session, facts, assignee, event, commands=valid, extra=extra
+                )
             return
         if self.settings.desk.notify_unassigned == "none":
             return
@@ -272,6 +310,13 @@ class Conversation:
         if klass.mail_class is not MailClass.human:
             # Auto-replies and unmatched reports are kept, but change nothing.
             return _Plan(existing)
+        if (
+            existing.status is TicketStatus.closed
+            and self.settings.conversation.satisfaction_survey
+        ):
+            rating = ratings.read_rating(replytext.new_text(msg.text).text)
+            if rating is not None:
+                return _Plan(existing, rating=rating)
         confirms = existing.status is TicketStatus.resolved and lifecycle.confirms_resolution(
             replytext.new_text(msg.text).text
         )
@@ -301,8 +346,14 @@ class Conversation:
         now: datetime,
     ) -> TicketRow:
         """A reply: the lifecycle's status change; the rules add tags and escalations."""
+        if plan.rating is not None:
+            facts = ticket_changes.facts(session, ticket.id)
+            assert facts is not None
+            ticket_changes.record_rating(
+                session, facts, plan.rating.score, plan.rating.comment, actor=actor, now=now
+            )
         if plan.status is not None:
-            ticket = tickets.set_status(session, ticket, plan.status, actor, now)
+            ticket = self.sla_clock.set_status(session, ticket, plan.status, actor, now)
         else:
             tickets.touch(session, ticket.id, now)
         if decision.tags:
@@ -322,7 +373,7 @@ class Conversation:
         related: TicketRow | None,
     ) -> TicketRow:
         priority = Priority(decision.priority)
-        table = self.settings.sla
+        due = self.sla_clock.due_times(now, priority, decision.team)
         ticket = tickets.create_ticket(
             session,
             subject=msg.subject[:MAX_SUBJECT_CHARS],
@@ -335,8 +386,8 @@ class Conversation:
             spam=decision.spam,
             now=now,
             actor=msg.sender.email if msg.sender else "system",
-            sla_first_response_due_at=sla.due(now, priority, table.first_response),
-            sla_resolution_due_at=sla.due(now, priority, table.resolution),
+            sla_first_response_due_at=due.first_response,
+            sla_resolution_due_at=due.resolution,
         )
         if customer is not None:
             tickets.add_participant(

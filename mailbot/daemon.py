@@ -1,8 +1,8 @@
 """The composition root: builds everything from Settings and runs it.
 
-One asyncio process: the SMTP and LMTP listeners, the pipeline worker and the
-outbox sender.
-On SIGTERM or SIGINT it stops intake first, lets the worker finish the message
+One asyncio process: the SMTP and LMTP listeners, the pipeline workers
+(``inbox.workers`` threads) and the outbox sender.
+On SIGTERM or SIGINT it stops intake first, lets each worker finish the message
 in hand, and returns 0.
 """
 
@@ -20,7 +20,8 @@ from mailbot.config import Settings
 from mailbot.errors import TransientError
 from mailbot.ingest import imap
 from mailbot.ingest.smtp import InboxHandler, serve
-from mailbot.process import Pipeline
+from mailbot.process import Pipeline, Worker
+from mailbot.scheduler import JobScheduler, build_jobs
 from mailbot.sender import Sender, make_transport
 from mailbot.store import inbox, keyfile, outbox, schema
 from mailbot.store.db import Database
@@ -103,15 +104,45 @@ class Daemon:
                 )
             )
 
-    def process_step(self) -> object | None:
+    def process_step(self, worker: Worker) -> object | None:
         if time.monotonic() - self.last_rules_check > RULES_CHECK_SECONDS:
             self.last_rules_check = time.monotonic()
             if self.pipeline.rules.changed():
                 self.pipeline.rules.reload("file changed")
-        result = self.pipeline.process_next()
+        # Once stopping, claim nothing ahead: the mail in hand is the last one.
+        result = worker.step(claim_next=not self.stopping.is_set())
         if self.db.is_postgres and time.monotonic() - self.last_recovery > self.lease / 2:
+            self.last_recovery = time.monotonic()
             self.recover()
         return result
+
+    async def run_pipeline(self) -> None:
+        """The pipeline workers: ``inbox.workers`` loops, each running its steps in a thread.
+
+        A worker that crashes stops the others (and the daemon); each gives back
+        the row it claimed ahead before the task ends.
+        """
+
+        async def one(name: str, worker: Worker) -> None:
+            try:
+                await self.loop(name, lambda: self.process_step(worker), self.wake)
+            except BaseException:
+                self.stopping.set()
+                raise
+            finally:
+                await asyncio.to_thread(worker.release)
+
+        count = self.settings.inbox.workers
+        results = await asyncio.gather(
+            *(
+                one(f"pipeline-{n}" if count > 1 else "pipeline", self.pipeline.worker())
+                for n in range(count)
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def send_step(self) -> object | None:
         if time.monotonic() - self.last_outbox_recovery > self.lease / 2:
@@ -127,6 +158,9 @@ class Daemon:
         """
         backoff = 1.0
         while not self.stopping.is_set():
+            # Cleared before the step, not after it: mail accepted while the step
+            # found nothing still wakes the sleep below.
+            wake.clear()
             try:
                 result = await asyncio.to_thread(step)
                 backoff = 1.0
@@ -142,7 +176,6 @@ class Daemon:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             if result is None:
-                wake.clear()
                 await self._sleep(self.settings.inbox.poll_seconds, wake=wake)
 
     async def _sleep(self, seconds: float, *, wake: asyncio.Event | None = None) -> None:
@@ -176,6 +209,16 @@ class Daemon:
 
         return asyncio.create_task(serve())
 
+    def start_scheduler(self) -> JobScheduler | None:
+        """The scheduled jobs (docs/jobs.md) on APScheduler's background thread."""
+        if not self.settings.jobs.enabled:
+            return None
+        scheduler = JobScheduler(
+            build_jobs(self.db, self.pipeline), self.settings.jobs.interval_seconds
+        )
+        scheduler.start()
+        return scheduler
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -185,10 +228,11 @@ class Daemon:
         await asyncio.to_thread(self.recover)
         await asyncio.to_thread(self.pipeline.sync_people)
         workers = [
-            asyncio.create_task(self.loop("pipeline", self.process_step, self.wake)),
+            asyncio.create_task(self.run_pipeline()),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),
         ]
         web_task = self.start_web(workers)
+        scheduler = self.start_scheduler()
         holder = imap.thread_holder()
         for mailbox in self.settings.imap:  # one poller thread per [[imap]] mailbox
             poller = imap.MailboxPoller(
@@ -219,6 +263,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(server.wait_closed(), timeout=5)
             await asyncio.gather(*workers)
+            if scheduler is not None:
+                await asyncio.to_thread(scheduler.shutdown)
             if web_task is not None:
                 await web_task
             self.db.close()

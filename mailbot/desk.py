@@ -18,19 +18,21 @@ import difflib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 
 from sqlmodel import Session
 
-from mailbot import authres, commands, lifecycle, replytext, signing, sla
+from mailbot import authres, commands, lifecycle, replytext, signing
 from mailbot.commands import Command, CommandName, Problem
+from mailbot.compose import OutgoingFile
 from mailbot.config import Settings
 from mailbot.directory import AgentRecord, People
 from mailbot.message import Address, ParsedMessage
 from mailbot.notify import Notifier
+from mailbot.slaclock import SlaClock
 from mailbot.states import AuthorType, Direction, ParticipantRole, Priority, TicketStatus
 from mailbot.store import people as people_store
 from mailbot.store import ticket_changes, tickets
@@ -40,6 +42,10 @@ from mailbot.store.ticket_changes import TicketFacts
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Files an agent attached are relayed to the customer up to this total size;
+#: larger ones stay on the ticket (web page) only.
+MAX_RELAYED_BYTES = 20 * 1024 * 1024
 
 _FORWARD_FROM = re.compile(
     r"^\s*\*?(?:from|von|de|от|da|van)\s*\*?\s*:\s*\*?\s*(.+?)\s*$", re.IGNORECASE
@@ -68,6 +74,11 @@ _SIGN_OFFS = (
     "un saludo",
     "atentamente",
 )
+_FORWARD_SEPARATOR = re.compile(
+    r"^\s*-{2,}\s*(?:forwarded message|original message|пересылаемое сообщение|"
+    r"weitergeleitete nachricht|message transféré|mensaje reenviado)",
+    re.IGNORECASE,
+)
 _FORWARD_PREFIX = re.compile(
     r"^\s*(?:(?:fwd?|fw|wg|tr|rv|пересл|переслано|enc)\s*:\s*)+", re.IGNORECASE
 )
@@ -90,6 +101,8 @@ class Forwarded:
     sender: Address
     subject: str
     text: str
+    #: The agent's own lines above the forwarded mail (commands, a note).
+    agent_text: str = ""
 
 
 @dataclass(slots=True)
@@ -113,7 +126,15 @@ class _Plan:
 
 
 class Desk:
-    def __init__(self, settings: Settings, notifier: Notifier, key: bytes, clock: Clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        notifier: Notifier,
+        key: bytes,
+        clock: Clock,
+        sla_clock: SlaClock,
+    ) -> None:
+        self.clock_of_sla = sla_clock
         self.settings = settings
         self.notifier = notifier
         self.key = key
@@ -164,14 +185,23 @@ class Desk:
         if start is None:
             return None
         below = lines[start + 1 :]
+        cut = next(
+            (
+                i
+                for i, line in enumerate(below)
+                if _FORWARD_FROM.match(line) or _FORWARD_SEPARATOR.match(line)
+            ),
+            len(below),
+        )
+        agent_text = "\n".join([*lines[:start], *below[:cut]]).strip()
         for attachment in msg.attachments:
             if attachment.content_type.lower() in ("message/rfc822", "message/global"):
                 headers = BytesHeaderParser().parsebytes(attachment.payload[:65536])
                 found = _one_address(str(headers.get("From", "")))
                 if found is not None:
                     subject = str(headers.get("Subject", "")) or msg.subject
-                    text = "\n".join(below).strip()
-                    return Forwarded(found, _clean_subject(subject), text or msg.text)
+                    text = "\n".join(below[cut:]).strip()
+                    return Forwarded(found, _clean_subject(subject), text or msg.text, agent_text)
         for index, line in enumerate(below):
             match = _FORWARD_FROM.match(line)
             if match is None:
@@ -189,7 +219,7 @@ class Desk:
                     body_start = index + 1 + offset + 1
                     break
             text = "\n".join(below[body_start:]).strip()
-            return Forwarded(found, subject, text or "\n".join(below).strip())
+            return Forwarded(found, subject, text or "\n".join(below).strip(), agent_text)
         return None
 
     # -- an agent's reply -----------------------------------------------------------
@@ -220,6 +250,43 @@ class Desk:
             self._refuse(session, ticket, agent, problems, msg)
             return Applied("refused", ticket.id, ticket.number)
         return self._apply(session, item, msg, ticket, agent, people, read, plan, blob_keys, now)
+
+    def commands_for_new(
+        self,
+        session: Session,
+        item: InboundItem,
+        msg: ParsedMessage,
+        ticket_id: int,
+        agent: AgentRecord,
+        people: People,
+        text: str,
+        now: datetime,
+    ) -> None:
+        """The other commands of a ``#new`` forward, on the ticket it opened.
+
+        The agent's own text is kept as an internal note; nothing of it goes to
+        the customer. A refused command leaves the ticket as opened, and the
+        agent is told.
+        """
+        read = commands.read_commands(
+            strip_sign_off(text, agent), templates=self.notifier.renderer.responses()
+        )
+        kept = tuple(c for c in read.commands if c.name is not CommandName.new)
+        read = replace(read, commands=kept)
+        if not kept and not read.text.strip():
+            return
+        ticket = ticket_changes.facts(session, ticket_id)
+        assert ticket is not None
+        problems = [*read.problems, *commands.check(read, ticket.status)]
+        plan = _Plan()
+        if not problems:
+            problems = self._check(session, ticket, read.commands, agent, people, plan)
+        if problems:
+            self._refuse(session, ticket, agent, problems, msg)
+            return
+        plan.internal = True
+        own = replace(msg, attachments=(), message_id=None)
+        self._apply(session, item, own, ticket, agent, people, read, plan, (), now)
 
     def _check(
         self,
@@ -320,16 +387,7 @@ class Desk:
             ticket_changes.set_category(session, ticket, *plan.category, actor=actor, now=now)
             done.append(f"category: {'/'.join(p for p in plan.category if p)}")
         if plan.priority is not None and plan.priority is not ticket.priority:
-            table = self.settings.sla
-            ticket_changes.set_priority(
-                session,
-                ticket,
-                plan.priority,
-                first_response_due=sla.due(ticket.created_at, plan.priority, table.first_response),
-                resolution_due=sla.due(ticket.created_at, plan.priority, table.resolution),
-                actor=actor,
-                now=now,
-            )
+            self.clock_of_sla.set_priority(session, ticket, plan.priority, actor, now)
             done.append(f"priority: {plan.priority.value}")
         if plan.assignee is not None or plan.unassign:
             self._assign(session, ticket, plan.assignee, people, actor, now)
@@ -338,7 +396,7 @@ class Desk:
         assert current is not None
         row = current.row
         for step in plan.status_steps:
-            row = tickets.set_status(session, row, step, actor, now)
+            row = self.clock_of_sla.set_status(session, row, step, actor, now)
             done.append(f"status: {step.value}")
         if plan.add_tags or plan.remove_tags:
             current = ticket_changes.facts(session, ticket.id)
@@ -451,6 +509,14 @@ class Desk:
                 if role is ParticipantRole.cc and email.lower() != requester.email.lower()
             ]
             references = list(reversed(ticket_changes.recent_message_ids(session, ticket.id)))
+            files = [
+                OutgoingFile(a.filename, a.content_type, a.payload)
+                for a in msg.attachments
+                if not a.inline
+            ]
+            if sum(len(f.payload) for f in files) > MAX_RELAYED_BYTES:
+                flags.append("attachments-not-relayed:too-large")
+                files = []
             outbound_id, message_id = self.notifier.relay(
                 session,
                 ticket,
@@ -460,6 +526,7 @@ class Desk:
                 text=text,
                 status=ticket.status.value,
                 references=references,
+                files=files,
             )
             ticket_changes.set_first_response(session, ticket, now)
             flags.append(f"relayed-as:{message_id}")
@@ -553,6 +620,19 @@ class Desk:
                 "ticket-assigned",
                 commands=valid,
                 extra={"text": "", "author": agent.email},
+            )
+        if plan.escalations:
+            self.notifier.escalated(
+                session,
+                current,
+                [
+                    p
+                    for p in people.escalation_audience(current.team, current.assignee_email)
+                    if p.email != agent.email
+                ],
+                reason="; ".join(plan.escalations),
+                author=agent.email,
+                commands=valid,
             )
         if plan.help:
             self.notifier.notify_agent(

@@ -81,6 +81,16 @@ class People:
                 return [self.agents[m] for m in t.members if self.agents[m].agent.active]
         return [r for r in self.agents.values() if r.agent.active]
 
+    def escalation_audience(self, team: str | None, assignee: str | None) -> list[AgentRecord]:
+        """Who hears of an escalation, once each: the managers, the members of
+        the ticket's team, and its assignee."""
+        chosen: dict[str, AgentRecord] = {m.email: m for m in self.managers}
+        members = self.team_members(team) if team is not None else []
+        found = self.find(assignee) if assignee else None
+        for person in [*members, *([found] if found is not None and found.active else [])]:
+            chosen.setdefault(person.email, person)
+        return list(chosen.values())
+
     @property
     def managers(self) -> list[AgentRecord]:
         return [

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sqlmodel import Session
 
 from mailbot import language, replytext, signing
-from mailbot.compose import Outgoing, Recipient, compose
+from mailbot.compose import Outgoing, OutgoingFile, Recipient, compose
 from mailbot.config import Settings
 from mailbot.directory import AgentRecord
 from mailbot.render import MailRenderer
@@ -192,6 +192,51 @@ class Notifier:
         )
         return message_id
 
+    def refused(
+        self, session: Session, ticket: TicketFacts, agent: AgentRecord, reason: str
+    ) -> bool:
+        """Tell a deactivated agent why their mail did nothing (capped like automatic mail)."""
+        if self._over_cap(session, agent.email):
+            return False
+        lang = self.agent_language(agent)
+        context = self.agent_context(ticket, lang)
+        context["reason"] = reason
+        self._enqueue(
+            session,
+            ticket.row,
+            Recipient(agent.email, agent.agent.name),
+            event="mail-refused",
+            audience="agent",
+            lang=lang,
+            context=context,
+            in_reply_to=None,
+            references=(),
+            auto=True,
+            stored="internal",
+        )
+        return True
+
+    def escalated(
+        self,
+        session: Session,
+        ticket: TicketFacts,
+        audience: Sequence[AgentRecord],
+        *,
+        reason: str,
+        author: str,
+        commands: Sequence[str],
+    ) -> None:
+        """Tell the managers (and the team) that ``ticket`` was escalated."""
+        for person in audience:
+            self.notify_agent(
+                session,
+                ticket,
+                person,
+                "ticket-escalated",
+                commands=commands,
+                extra={"reason": reason, "author": author},
+            )
+
     def relay(
         self,
         session: Session,
@@ -203,6 +248,7 @@ class Notifier:
         text: str,
         status: str,
         references: Sequence[str],
+        files: Sequence[OutgoingFile] = (),
     ) -> tuple[int, str]:
         """Queue an agent's answer to the customer: (outbound id, Message-ID).
 
@@ -218,6 +264,7 @@ class Notifier:
                 "text": text,
                 "status_code": status,
                 "agent_name": agent.agent.name or team,
+                "survey": self.settings.conversation.satisfaction_survey,
             }
         )
         sender = Recipient(
@@ -239,6 +286,7 @@ class Notifier:
             stored="none",
             cc=[Recipient(a) for a in cc],
             sender=sender,
+            files=files,
         )
 
     def tell_customer(
@@ -268,6 +316,44 @@ class Notifier:
         )
         return True
 
+    def send_digest(
+        self, session: Session, manager: AgentRecord, context: dict[str, Any], lang: str
+    ) -> str:
+        """Queue a manager's daily digest (no ticket); returns its text part."""
+        rendered = self.renderer.render("manager", "digest", lang, context)
+        message_id = signing.make_message_id(self.key, 0, self.domain)
+        raw = compose(
+            Outgoing(
+                sender=self.sender,
+                to=[Recipient(manager.email, manager.agent.name)],
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                message_id=message_id,
+                date=self.clock(),
+                auto=True,
+                auto_kind="auto-generated",
+                extra_headers={"X-Mailbot-Event": "daily-digest"},
+            )
+        )
+        outbox.enqueue(
+            session,
+            raw=raw,
+            sender=self.settings.support_address,
+            recipients=[manager.email],
+            message_id=message_id,
+            ticket_id=None,
+            event="daily-digest",
+            auto=True,
+            clock=self.clock,
+        )
+        log.info(
+            "queued the daily digest to %s",
+            manager.email,
+            extra={"action": "outbound_queued", "event": "daily-digest"},
+        )
+        return rendered.text
+
     def _enqueue(
         self,
         session: Session,
@@ -285,6 +371,7 @@ class Notifier:
         stored: Literal["system", "internal", "none"] = "system",
         cc: Sequence[Recipient] = (),
         sender: Recipient | None = None,
+        files: Sequence[OutgoingFile] = (),
     ) -> tuple[int, str]:
         rendered = self.renderer.render(audience, event, lang, context)
         message_id = self.new_message_id(ticket.number)
@@ -295,6 +382,7 @@ class Notifier:
                 sender=sender or self.sender,
                 to=[to],
                 cc=cc,
+                attachments=files,
                 subject=rendered.subject,
                 text=rendered.text,
                 html=rendered.html,

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from mailbot.states import Priority, TicketStatus
 from mailbot.store import reports as queries
 from mailbot.store.models import Ticket
-from mailbot.store.reports import QueueGroup, TicketLine
+from mailbot.store.reports import TicketLine
 
 #: Tickets due within this time count as at risk.
 AT_RISK = timedelta(hours=2)
@@ -67,24 +67,12 @@ def day_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def fold_queue(groups: list[QueueGroup]) -> tuple[Counter[str], ...]:
-    """Counts of open tickets by status, priority, category and agent; breached; at risk."""
-    status: Counter[str] = Counter()
-    priority: Counter[str] = Counter()
-    category: Counter[str] = Counter()
-    agent: Counter[str] = Counter()
-    sla: Counter[str] = Counter()
-    for g in groups:
-        status[g.status] += g.count
-        if g.status in queries.DONE_STATUSES:
-            continue
-        priority[g.priority] += g.count
-        category[g.category or "(none)"] += g.count
-        agent[g.assignee or "(unassigned)"] += g.count
-        sla["open"] += g.count
-        sla["breached"] += g.count if g.breached else 0
-        sla["at_risk"] += g.count if g.at_risk else 0
-    return status, priority, category, agent, sla
+def _ranked(counts: dict[str | None, int], missing: str) -> dict[str, int]:
+    """Largest first (ties by name), with ``None`` shown as ``missing``."""
+    named: Counter[str] = Counter()
+    for key, n in counts.items():
+        named[key or missing] += n
+    return dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def trend(
@@ -105,7 +93,7 @@ def median_minutes(pairs: list[tuple[datetime, datetime]]) -> float | None:
 def build_dashboard(session: Session, now: datetime) -> Dashboard:
     today = day_start(now)
     since = today - timedelta(days=TREND_DAYS - 1)
-    _, priority, category, agent, sla = fold_queue(queries.queue_groups(session, now, AT_RISK))
+    queue = queries.open_queue(session, now, AT_RISK)
     all_status = queries.status_counts(session)
     days = trend(
         queries.daily_counts(session, "created_at", since),
@@ -116,17 +104,17 @@ def build_dashboard(session: Session, now: datetime) -> Dashboard:
     kpis = Kpis(
         created_today=days[-1].created,
         resolved_today=days[-1].resolved,
-        open=sla["open"],
-        breached=sla["breached"],
-        at_risk=sla["at_risk"],
+        open=queue.total,
+        breached=queue.breached,
+        at_risk=queue.at_risk,
         median_first_response_minutes=median_minutes(queries.first_responses_since(session, today)),
     )
     return Dashboard(
         now=now,
         by_status={s.value: all_status.get(s.value, 0) for s in TicketStatus},
-        by_priority={p.value: priority.get(p.value, 0) for p in Priority},
-        by_category=dict(category.most_common()),
-        by_agent=dict(agent.most_common()),
+        by_priority={p.value: queue.by_priority.get(p.value, 0) for p in Priority},
+        by_category=_ranked(queue.by_category, "(none)"),
+        by_agent=_ranked(queue.by_assignee, "(unassigned)"),
         kpis=kpis,
         trend=days,
         watch=queries.sla_watch(session, now, AT_RISK),

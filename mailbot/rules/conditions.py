@@ -15,6 +15,10 @@ follow each other, with any spaces or punctuation between them. Matching goes
 through a per-mail word index, so that hundreds of keyword rules cost a few
 set look-ups each instead of a scan of the body.
 
+Predicates that can say what they need in a mail (keywords, regexes with known
+words, headers, addresses, domains) come as :class:`Gated`: the rule index looks
+those needs up for all rules at once and skips the rules that cannot match.
+
 Regular expressions (``*-matches``) are Python ``re`` syntax, searched
 case-insensitively (``(?-i:...)`` turns that off for a group).
 """
@@ -32,9 +36,23 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mailbot.message import ParsedMessage
 
 # Re-exported: tests and callers know these from here.
+from mailbot.rules.matching import (
+    BODY_PREFIX,
+    BODY_WORD,
+    DOMAIN,
+    HEADER,
+    RECIPIENT,
+    SENDER,
+    SUBJECT_PREFIX,
+    SUBJECT_WORD,
+    Needs,
+    Regex,
+    WordIndex,
+    any_of,
+    strings,
+)
 from mailbot.rules.matching import Keywords as Keywords
 from mailbot.rules.matching import Prechecks as Prechecks
-from mailbot.rules.matching import Regex, WordIndex, strings
 from mailbot.rules.matching import compile_keywords as compile_keywords
 from mailbot.rules.matching import prechecks as prechecks
 
@@ -81,13 +99,13 @@ class Facts:
     def raw_body(self) -> str:
         return self.mail.msg.text[:BODY_SEARCH_LIMIT]
 
-    @cached_property
+    @property
     def subject_lower(self) -> str:
-        return self.mail.msg.subject.lower()
+        return self.subject.lowered
 
-    @cached_property
+    @property
     def body_lower(self) -> str:
-        return self.raw_body.lower()
+        return self.body.lowered
 
     @cached_property
     def subject(self) -> WordIndex:
@@ -120,6 +138,28 @@ class Facts:
 
 Predicate = Callable[[Facts], str | None]
 ConditionFactory = Callable[[object], Predicate]
+
+
+class Gated:
+    """A predicate and what it :data:`Needs` in a mail to hold (None: cannot tell).
+
+    Called like the predicate it wraps; ``rules/schema.py`` unwraps it, keeping
+    ``test`` for the engine and ``needs`` for the rule index.
+    """
+
+    __slots__ = ("needs", "test")
+
+    def __init__(self, test: Predicate, needs: Needs | None) -> None:
+        self.test = test
+        self.needs = needs
+
+    def __call__(self, facts: Facts) -> str | None:
+        return self.test(facts)
+
+
+def _either(first: Needs | None, second: Needs | None) -> Needs | None:
+    """The needs of "first or second": both must be known."""
+    return None if first is None or second is None else first + second
 
 
 # -- argument helpers -------------------------------------------------------------
@@ -179,12 +219,13 @@ def _mapping(arg: object, allowed: Iterable[str], required: Iterable[str]) -> di
 
 def subject_contains(arg: object) -> Predicate:
     keywords = compile_keywords(arg)
-    return lambda facts: keywords.search(facts.subject)
+    needs = keywords.needs(SUBJECT_WORD, SUBJECT_PREFIX)
+    return Gated(lambda facts: keywords.search(facts.subject), needs)
 
 
 def body_contains(arg: object) -> Predicate:
     keywords = compile_keywords(arg)
-    return lambda facts: keywords.search(facts.body)
+    return Gated(lambda facts: keywords.search(facts.body), keywords.needs(BODY_WORD, BODY_PREFIX))
 
 
 def text_contains(arg: object) -> Predicate:
@@ -193,7 +234,8 @@ def text_contains(arg: object) -> Predicate:
     def test(facts: Facts) -> str | None:
         return keywords.search(facts.subject) or keywords.search(facts.body)
 
-    return test
+    needs = keywords.needs(SUBJECT_WORD, SUBJECT_PREFIX) + keywords.needs(BODY_WORD, BODY_PREFIX)
+    return Gated(test, needs)
 
 
 # -- regular expression conditions -----------------------------------------------
@@ -201,12 +243,18 @@ def text_contains(arg: object) -> Predicate:
 
 def subject_matches(arg: object) -> Predicate:
     regex = _regex(arg)
-    return lambda facts: regex.search(facts.mail.msg.subject, facts.subject_lower, facts.subject)
+    return Gated(
+        lambda facts: regex.search(facts.mail.msg.subject, facts.subject_lower, facts.subject),
+        regex.needs(SUBJECT_WORD, SUBJECT_PREFIX),
+    )
 
 
 def body_matches(arg: object) -> Predicate:
     regex = _regex(arg)
-    return lambda facts: regex.search(facts.raw_body, facts.body_lower, facts.body)
+    return Gated(
+        lambda facts: regex.search(facts.raw_body, facts.body_lower, facts.body),
+        regex.needs(BODY_WORD, BODY_PREFIX),
+    )
 
 
 def text_matches(arg: object) -> Predicate:
@@ -217,7 +265,8 @@ def text_matches(arg: object) -> Predicate:
             facts.mail.msg.subject, facts.subject_lower, facts.subject
         ) or regex.search(facts.raw_body, facts.body_lower, facts.body)
 
-    return test
+    needs = _either(regex.needs(SUBJECT_WORD, SUBJECT_PREFIX), regex.needs(BODY_WORD, BODY_PREFIX))
+    return Gated(test, needs)
 
 
 # -- addresses --------------------------------------------------------------------
@@ -248,12 +297,18 @@ def _domain_match(domain: str, domains: tuple[str, ...]) -> str | None:
 
 def from_address(arg: object) -> Predicate:
     addresses = _addresses(arg)
-    return lambda facts: facts.sender if facts.sender in addresses else None
+    return Gated(
+        lambda facts: facts.sender if facts.sender in addresses else None,
+        any_of(SENDER, addresses),
+    )
 
 
 def from_domain(arg: object) -> Predicate:
     domains = _domains(arg)
-    return lambda facts: _domain_match(facts.sender_domain, domains) if facts.sender else None
+    return Gated(
+        lambda facts: _domain_match(facts.sender_domain, domains) if facts.sender else None,
+        any_of(DOMAIN, domains),
+    )
 
 
 def to_address(arg: object) -> Predicate:
@@ -263,7 +318,7 @@ def to_address(arg: object) -> Predicate:
         hits = addresses & facts.recipients
         return min(hits) if hits else None
 
-    return test
+    return Gated(test, any_of(RECIPIENT, addresses))
 
 
 def customer_in(arg: object) -> Predicate:
@@ -280,7 +335,7 @@ def customer_in(arg: object) -> Predicate:
             return facts.sender
         return _domain_match(facts.sender_domain, domains)
 
-    return test
+    return Gated(test, any_of(SENDER, addresses) + any_of(DOMAIN, domains))
 
 
 def customer_new(arg: object) -> Predicate:
@@ -301,7 +356,7 @@ def header_present(arg: object) -> Predicate:
                 return name
         return None
 
-    return test
+    return Gated(test, any_of(HEADER, names))
 
 
 def header_matches(arg: object) -> Predicate:
@@ -318,7 +373,7 @@ def header_matches(arg: object) -> Predicate:
             found.append(f"{name}: {hit[:60]}")
         return "; ".join(found)
 
-    return test
+    return Gated(test, (frozenset((HEADER, name) for name, _ in patterns),))
 
 
 def has_attachment(arg: object) -> Predicate:

@@ -14,38 +14,28 @@ a category or a priority (the default ``rules.yaml`` sets both explicitly).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, cast
 
 from mailbot.rules.actions import Draft
 from mailbot.rules.conditions import Facts, RuleInput
-from mailbot.rules.schema import Condition, RuleSet
+from mailbot.rules.outcome import Outcome, Verdict
+from mailbot.rules.schema import Condition, Rule, RuleSet
+
+__all__ = [
+    "DEFAULT_CATEGORY",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_SUBCATEGORY",
+    "Decision",
+    "Outcome",
+    "Verdict",
+    "evaluate",
+    "explain",
+]
 
 DEFAULT_CATEGORY: Final = "other"
 DEFAULT_SUBCATEGORY: Final = "general"
 DEFAULT_PRIORITY: Final = "medium"
-
-
-class Verdict(enum.StrEnum):
-    matched = "matched"
-    missed = "missed"
-    disabled = "disabled"
-    skipped = "skipped"  # an earlier matching rule stopped the run
-
-
-class Outcome(NamedTuple):
-    """What one rule did with one mail, for ``rules test`` and the stored hits."""
-
-    rule_id: str
-    line: int
-    verdict: Verdict
-    explanation: str
-    actions: tuple[str, ...] = ()
-
-    @property
-    def matched(self) -> bool:
-        return self.verdict is Verdict.matched
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,45 +85,67 @@ def evaluate(
     The defaults apply where no rule set a category or priority (the
     ``tickets.default_*`` settings); the default category's subcategory is
     ``general`` for ``other`` and none otherwise.
+
+    Only the rules the index finds possible for this mail are tested (see
+    ``rules/index.py``); the others miss, with the explanation a test would give.
     """
     facts = Facts(mail)
     draft = Draft()
-    outcomes: list[Outcome] = []
-    add = outcomes.append
-    stopped_by: str | None = None
-    for rule in rules.rules:
-        if stopped_by is not None:
-            if not explain:
-                break
-            why = f"not run: {stopped_by} stopped"
-            add(Outcome(rule.id, rule.line, Verdict.skipped, why))
-            continue
-        if not rule.enabled:
-            if explain:
-                add(Outcome(rule.id, rule.line, Verdict.disabled, "enabled: false"))
-            continue
-        when = rule.when
-        if when is None:
-            hit: str | None = "always"
-        elif type(when) is Condition:  # the common case, one call less
-            found = when.predicate(facts)
-            if found is None:
-                if explain:
-                    add(_new_outcome(Outcome, (rule.id, rule.line, _MISSED, when.label, ())))
-                continue
-            hit = f"{when.id}: {found}"
-        else:
-            hit = when.check(facts)
+    ordered = rules.rules
+    index = rules.index
+    if not explain:
+        hits: list[Outcome] = []
+        for position in index.candidates(facts):
+            rule = ordered[position]
+            hit = _check(rule, facts)
+            if hit is not None:
+                hits.append(_apply(rule, hit, draft, facts))
+                if rule.stop or draft.stop:
+                    break
+        return _decide(draft, hits, default_category, default_priority)
+    # Every rule the index rules out already has its outcome (missed, disabled);
+    # the others are tested in order.
+    outcomes: list[Outcome | None] = list(rules.unmet)
+    tested = set(index.candidates(facts, strict=False))
+    tested.update(rules.untold)
+    for position in sorted(tested):
+        rule = ordered[position]
+        hit = _check(rule, facts)
         if hit is None:
-            if explain:
-                add(_new_outcome(Outcome, (rule.id, rule.line, _MISSED, facts.miss, ())))
+            why = rule.when.label if type(rule.when) is Condition else facts.miss
+            outcomes[position] = _new_outcome(Outcome, (rule.id, rule.line, _MISSED, why, ()))
             continue
-        for action in rule.then:
-            action.apply(draft)
-        facts.category, facts.priority = draft.category, draft.priority
-        add(Outcome(rule.id, rule.line, _MATCHED, hit, tuple(a.label for a in rule.then)))
+        outcomes[position] = _apply(rule, hit, draft, facts)
         if rule.stop or draft.stop:
-            stopped_by = rule.id
+            why = f"not run: {rule.id} stopped"
+            later = ordered[position + 1 :]
+            outcomes[position + 1 :] = [Outcome(r.id, r.line, Verdict.skipped, why) for r in later]
+            break
+    # Every place is filled now: the ruled-out rules from the start, the others tested.
+    return _decide(draft, cast("list[Outcome]", outcomes), default_category, default_priority)
+
+
+def _check(rule: Rule, facts: Facts) -> str | None:
+    """Why the rule's ``when`` holds, or None."""
+    when = rule.when
+    if when is None:
+        return "always"
+    if type(when) is Condition:  # the common case, one call less
+        found = when.predicate(facts)
+        return None if found is None else f"{when.id}: {found}"
+    return when.check(facts)
+
+
+def _apply(rule: Rule, hit: str, draft: Draft, facts: Facts) -> Outcome:
+    for action in rule.then:
+        action.apply(draft)
+    facts.category, facts.priority = draft.category, draft.priority
+    return Outcome(rule.id, rule.line, _MATCHED, hit, tuple(a.label for a in rule.then))
+
+
+def _decide(
+    draft: Draft, outcomes: list[Outcome], default_category: str, default_priority: str
+) -> Decision:
     category = draft.category or default_category
     if draft.category:
         subcategory = draft.subcategory

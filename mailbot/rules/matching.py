@@ -4,6 +4,10 @@ Keywords are compared in a normalised form (lower case, ``ё`` as ``е``) agains
 a word index built once per text, so that hundreds of keyword rules cost a few
 set look-ups each; regular expressions are pre-checked against that index and
 searched only when their fixed text can be present.
+
+Keyword lists and regexes also say what they :data:`Needs` in a text (words,
+word starts): the rule index (``rules/index.py``) looks those up once per mail
+for all rules together and runs only the rules that can match.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from itertools import chain
+from typing import Any, Final
 
 _WORD = re.compile(r"\w+")
 _KEYWORD_WORD = re.compile(r"\w+\*?")
 _BAD_STAR = re.compile(r"(?<!\w)\*|\*(?=[\w*])")
+#: Punctuation often glued to words; none of it is \w, so it may become a space.
+_SEPARATORS: Final = ".,;:!?()\"'"
 
 
 def strings(arg: object, what: str) -> tuple[str, ...]:
@@ -33,9 +41,46 @@ def strings(arg: object, what: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Kinds of :data:`Token`: a word of the subject or the body, a word start
+#: (``недоступ*``), a header name, the sender's address, a domain the sender's
+#: domain is or is under, a recipient's address. Values are in their compared form
+#: (normalised words, lower-case names and addresses).
+SUBJECT_WORD: Final = "subject"
+SUBJECT_PREFIX: Final = "subject*"
+BODY_WORD: Final = "body"
+BODY_PREFIX: Final = "body*"
+HEADER: Final = "header"
+SENDER: Final = "sender"
+DOMAIN: Final = "domain"
+RECIPIENT: Final = "recipient"
+Token = tuple[str, str]
+#: What a condition needs in a mail to hold: every token of at least one
+#: alternative. None (where ``Needs | None`` is used) means "cannot tell": the
+#: condition is always tested.
+Needs = tuple[frozenset[Token], ...]
+
+
+def any_of(kind: str, values: Iterable[str]) -> Needs:
+    """Needs met by any one of ``values`` of ``kind``."""
+    return tuple(frozenset({(kind, value)}) for value in sorted(set(values)))
+
+
 def normalise(text: str) -> str:
     """The form keywords and text are compared in: lower case, ``ё`` as ``е``."""
     return text.lower().replace("ё", "е")
+
+
+def _split_words(tokens: Iterable[str]) -> set[str]:
+    """The ``\\w+`` words of ``tokens`` that are not words themselves ("e-mail", "api.")."""
+    text = " ".join(tokens)
+    for separator in _SEPARATORS:  # str.replace is far cheaper than a regex per character
+        if separator in text:
+            text = text.replace(separator, " ")
+    parts = set(text.split())
+    words = set(filter(str.isalnum, parts))
+    if len(words) < len(parts):
+        words.update(_WORD.findall(" ".join(parts - words)))
+    return words
 
 
 class WordIndex:
@@ -43,39 +88,113 @@ class WordIndex:
 
     Built from the distinct whitespace-separated tokens of the normalised
     text: far cheaper than tokenising the whole body with a regular expression.
+
+    Word starts: :meth:`starting` finds all the prefixes of a :class:`PrefixTable`
+    in one pass and remembers which are present; :meth:`find` looks a word
+    start up as a substring (``"\\n" + prefix``) of the words joined by newlines.
     """
 
-    __slots__ = ("_text", "raw", "sorted", "words")
+    __slots__ = ("_first", "_joined", "_known", "_present", "lowered", "raw", "text", "words")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        self._text: str | None = normalise(raw)
-        # C-level loops only: split, set, filter; the few tokens with punctuation
-        # inside ("e-mail", "(api)") are split on \W in one regex pass.
-        tokens = set(self._text.split())
+        self.lowered = raw.lower()
+        self.text = self.lowered.replace("ё", "е")  # normalise(raw)
+        # C-level loops only: split, set, filter; the tokens with punctuation
+        # ("e-mail", "(api)") are split apart by _split_words.
+        tokens = set(self.text.split())
         words = set(filter(str.isalnum, tokens))  # \w is alphanumeric or "_"
-        odd = tokens - words
-        if odd:
-            words.update(_WORD.findall(" ".join(odd)))
-        self.words = frozenset(words)
-        self.sorted: list[str] = sorted(words)
+        if len(words) < len(tokens):
+            words |= _split_words(tokens - words)
+        #: The words (a set, not to be changed).
+        self.words: AbstractSet[str] = words
+        self._joined: str | None = None
+        self._known: Mapping[str, int] = {}
+        self._present: frozenset[str] = frozenset()
+        self._first: dict[str, str | None] = {}
 
     @property
-    def text(self) -> str:
-        if self._text is None:
-            self._text = normalise(self.raw)
-        return self._text
+    def joined(self) -> str:
+        """Every word after a newline: ``"\\nword\\nword..."``."""
+        if self._joined is None:
+            self._joined = "\n" + "\n".join(self.words) if self.words else ""
+        return self._joined
 
     def find(self, word: str, prefix: bool) -> str | None:
-        """``word`` itself, or with ``prefix`` the first word starting with it."""
+        """``word`` itself, or with ``prefix`` the first word (code point order) with it."""
         if not prefix:
             return word if word in self.words else None
-        i = bisect_left(self.sorted, word)
-        if i < len(self.sorted):
-            found: str = self.sorted[i]
-            if found.startswith(word):
-                return found
-        return None
+        if word in self._known and word not in self._present:
+            return None
+        if word in self._first:
+            return self._first[word]
+        joined, key = self.joined, "\n" + word
+        at = joined.find(key)
+        first: str | None = None
+        while at >= 0:
+            end = joined.find("\n", at + 1)
+            found = joined[at + 1 : end] if end >= 0 else joined[at + 1 :]
+            if first is None or found < first:
+                first = found
+            at = joined.find(key, end) if end >= 0 else -1
+        self._first[word] = first
+        return first
+
+    def starting(self, table: PrefixTable) -> list[int]:
+        """The ids of the ``table`` prefixes that start a word of this text.
+
+        Later :meth:`find` calls for absent prefixes of the table return at once.
+        """
+        present = table.present(self.joined)
+        self._known, self._present = table.ids, present
+        return [table.ids[prefix] for prefix in present]
+
+
+class PrefixTable:
+    """Word starts to look up in one text at once, each with its token id.
+
+    Compiled into one regular expression, a trie (``недоступ(?:н(?:ый|ая))?``),
+    that finds the longest table prefix of every word in a single C-level pass
+    over the words; the shorter table prefixes of that prefix follow from it.
+    """
+
+    __slots__ = ("_pattern", "_within", "ids")
+
+    def __init__(self, ids: Mapping[str, int]) -> None:
+        self.ids = dict(ids)
+        #: Each prefix's own prefixes (itself included) that are in the table.
+        self._within = {p: tuple(p[:n] for n in range(1, len(p) + 1) if p[:n] in ids) for p in ids}
+        self._pattern: re.Pattern[str] | None = None
+        if ids:
+            try:
+                self._pattern = re.compile("\n(" + _trie(sorted(ids)) + ")")
+            except (RecursionError, re.error, OverflowError):  # absurdly deep: slow path
+                self._pattern = None
+
+    def present(self, joined: str) -> frozenset[str]:
+        """The table prefixes that start a word of ``joined`` (see :attr:`WordIndex.joined`)."""
+        if not self.ids:
+            return frozenset()
+        if self._pattern is None:
+            return frozenset(p for p in self.ids if "\n" + p in joined)
+        longest = set(self._pattern.findall(joined))
+        return frozenset(chain.from_iterable(map(self._within.__getitem__, longest)))
+
+
+def _trie(words: Sequence[str]) -> str:
+    """A regex matching the longest of ``words`` (sorted, distinct, non-empty) at a position."""
+    branches: dict[str, list[str]] = {}
+    ends = False
+    for word in words:
+        if word:
+            branches.setdefault(word[0], []).append(word[1:])
+        else:
+            ends = True
+    alternatives = [re.escape(char) + _trie(rests) for char, rests in branches.items()]
+    if not alternatives:
+        return ""
+    body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+    return f"(?:{body}|)" if ends else body
 
 
 @functools.cache
@@ -203,6 +322,15 @@ class Regex:
         match = self.pattern.search(text)
         return None if match is None else repr(match.group(0)[:60])
 
+    def needs(self, word_kind: str, prefix_kind: str) -> Needs | None:
+        """The words and word starts every match needs, or None when only literals are known."""
+        checks = self.checks
+        if not checks.words and not checks.prefixes:
+            return None
+        tokens = {(word_kind, w) for w in checks.words}
+        tokens.update((prefix_kind, p) for p in checks.prefixes)
+        return (frozenset(tokens),)
+
 
 # -- keywords ---------------------------------------------------------------------
 
@@ -225,12 +353,9 @@ class Keywords:
         """The text that matched, or None."""
         if not self.exact.isdisjoint(index.words):
             return min(self.exact & index.words)
-        ordered = index.sorted
-        size = len(ordered)
-        for prefix in self.prefixes:  # index.find, inlined: this is the hot loop
-            i = bisect_left(ordered, prefix)
-            if i < size and ordered[i].startswith(prefix):
-                found: str = ordered[i]
+        for prefix in self.prefixes:
+            found = index.find(prefix, True)
+            if found is not None:
                 return found
         for words, prefixes in self.phrases:
             if words <= index.words and all(index.find(p, True) for p in prefixes):
@@ -238,6 +363,15 @@ class Keywords:
                 match = self.phrase_regex.search(index.text)
                 return match.group(0) if match else None
         return None
+
+    def needs(self, word_kind: str, prefix_kind: str) -> Needs:
+        """One alternative per keyword: its word, its word start, or a phrase's words."""
+        alternatives = [*any_of(word_kind, self.exact), *any_of(prefix_kind, self.prefixes)]
+        for words, prefixes in self.phrases:
+            tokens = {(word_kind, w) for w in words}
+            tokens.update((prefix_kind, p) for p in prefixes)
+            alternatives.append(frozenset(tokens))
+        return tuple(alternatives)
 
 
 def compile_keywords(arg: object) -> Keywords:

@@ -17,7 +17,8 @@ The file is an ordered list of rules::
 :func:`load_rules` parses with PyYAML's composer so that every node keeps its
 line, checks everything, and raises one :class:`RulesError` listing *all* the
 problems (rule id, field path, line), or returns a :class:`RuleSet` whose
-keywords, regular expressions and time zones are compiled once.
+keywords, regular expressions and time zones are compiled once, with a
+:class:`~mailbot.rules.index.RuleIndex` of what each rule needs in a mail.
 
 Scalars follow YAML 1.2: only ``true`` and ``false`` are booleans (``no`` or
 ``on`` stay words) and ``18:00`` is a string, not the YAML 1.1 sexagesimal
@@ -29,14 +30,17 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import yaml
 
 from mailbot.errors import ConfigError
 from mailbot.rules.actions import ACTIONS, Apply, Directory
-from mailbot.rules.conditions import CONDITIONS, Facts, Predicate
+from mailbot.rules.conditions import CONDITIONS, Facts, Gated, Predicate
+from mailbot.rules.index import Gate, RuleIndex
+from mailbot.rules.matching import Needs
+from mailbot.rules.outcome import Outcome, Verdict
 
 RULE_KEYS: Final = ("id", "description", "enabled", "when", "then", "stop")
 GROUPS: Final = ("all", "any", "not")
@@ -98,12 +102,16 @@ class RulesError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """One condition id with its compiled argument."""
+    """One condition id with its compiled argument.
+
+    ``needs`` is what the mail must have for it to hold (None: not known).
+    """
 
     id: str
     label: str
     line: int
     predicate: Predicate
+    needs: Needs | None = None
 
     def check(self, facts: Facts) -> str | None:
         """Why it holds, or None (then ``facts.miss`` names this condition)."""
@@ -113,14 +121,46 @@ class Condition:
             return None
         return f"{self.id}: {found}"
 
+    def unmet(self) -> str | None:
+        """What :meth:`check` leaves in ``facts.miss`` on a mail without its ``needs``."""
+        return self.label
+
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """``all``, ``any`` or ``not`` over nested conditions."""
+    """``all``, ``any`` or ``not`` over nested conditions.
+
+    ``needs``: for ``all`` those of its first child with known needs; for
+    ``any`` those of every child (when all are known); ``not`` has none.
+    """
 
     kind: str
     children: tuple[Condition | Group, ...]
     label: str
+    needs: Needs | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        needs = [child.needs for child in self.children]
+        if self.kind == "all":
+            found = next((n for n in needs if n is not None), None)
+        elif self.kind == "any" and None not in needs:
+            found = tuple(alt for n in needs if n is not None for alt in n)
+        else:
+            found = None
+        object.__setattr__(self, "needs", found)
+
+    def unmet(self) -> str | None:
+        """What :meth:`check` leaves in ``facts.miss`` on a mail without ``needs``.
+
+        None when that depends on the mail: an ``all`` whose needs come from a
+        later child fails on whichever child fails first.
+        """
+        if self.needs is None:
+            return None
+        if self.kind == "all":
+            first = self.children[0]
+            return first.unmet() if first.needs is not None else None
+        return f"none of {self.label}"
 
     def check(self, facts: Facts) -> str | None:
         if self.kind == "all":
@@ -165,10 +205,25 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """The compiled rules of one file, in file order."""
+    """The compiled rules of one file, in file order, and their index.
+
+    ``unmet`` holds each rule's outcome when the index rules it out (disabled,
+    or missed with the explanation a test would give); None where only a test
+    can explain a miss, and ``untold`` lists those rules.
+    """
 
     rules: tuple[Rule, ...]
     source: str = "rules.yaml"
+    index: RuleIndex = field(init=False, repr=False, compare=False)
+    unmet: tuple[Outcome | None, ...] = field(init=False, repr=False, compare=False)
+    untold: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        gates = [_gate(rule) for rule in self.rules]
+        unmet = tuple(_unmet(rule, gate) for rule, gate in zip(self.rules, gates, strict=True))
+        object.__setattr__(self, "index", RuleIndex(gates))
+        object.__setattr__(self, "unmet", unmet)
+        object.__setattr__(self, "untold", tuple(i for i, o in enumerate(unmet) if o is None))
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -179,6 +234,26 @@ class RuleSet:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(rule.id for rule in self.rules)
+
+
+def _gate(rule: Rule) -> Gate:
+    when = rule.when
+    if when is None or when.needs is None:
+        return Gate(rule.enabled, None, None)
+    also: tuple[Needs, ...] = ()
+    if isinstance(when, Group) and when.kind == "all":
+        # Every condition of an all must hold: the needs of the others count too.
+        gated = [child.needs for child in when.children if child.needs is not None]
+        also = tuple(gated[1:])
+    return Gate(rule.enabled, when.needs, when.unmet(), also)
+
+
+def _unmet(rule: Rule, gate: Gate) -> Outcome | None:
+    if not rule.enabled:
+        return Outcome(rule.id, rule.line, Verdict.disabled, "enabled: false")
+    if gate.unmet is None:
+        return None
+    return Outcome(rule.id, rule.line, Verdict.missed, gate.unmet)
 
 
 # -- loading ----------------------------------------------------------------------
@@ -304,7 +379,11 @@ class _Compiler:
         except ValueError as exc:
             self.problem(value_node, path, str(exc))
             return None
-        return Condition(key, f"{key} {_short(arg)}", _line(key_node), predicate)
+        needs = None
+        if isinstance(predicate, Gated):
+            needs = predicate.needs
+            predicate = predicate.test
+        return Condition(key, f"{key} {_short(arg)}", _line(key_node), predicate, needs)
 
     def group(self, kind: str, node: yaml.Node, field: str) -> Condition | Group | None:
         if not isinstance(node, yaml.SequenceNode) or not node.value:

@@ -3,24 +3,49 @@
 A mail is ours once ``accept`` returns: its raw bytes are committed. Every
 later failure leaves a row an operator can see and retry. The lifecycle is
 ``received -> processing -> done`` or ``-> shunted`` (quarantine).
+
+Several workers may claim at once, and the claim keeps conversations in
+order: it skips a row while an earlier row (lower id) with the same
+``sender_key`` or the same ``thread_key`` is still waiting (``received``,
+due now or later, or ``processing``). A reply is therefore never processed
+before the mail it answers has committed its ticket, whatever the number of
+workers. A quarantined row no longer holds back the ones after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import getaddresses
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, bindparam, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Update,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, SQLModel, col
 
-from mailbot.headers import extract_message_id, message_id_key
+from mailbot.headers import (
+    HEADER_SCAN_BYTES,
+    extract_message_id,
+    message_id_key,
+    split_message_ids,
+)
 from mailbot.store.db import Database
-from mailbot.store.models import Inbound, InboundStatus
+from mailbot.store.models import INBOUND_WAITING_WHERE, Inbound, InboundStatus
 from mailbot.store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -76,17 +101,40 @@ _ACCEPT = {
 }
 
 
+#: The row a claim looks at; every earlier row is an ``earlier_*`` alias.
+_candidate = _inbound.alias("candidate")
+
+
+def _waiting_before(key: str) -> Any:
+    """EXISTS an earlier row, still waiting, with the same ``key`` as the candidate.
+
+    The status condition is the partial indexes' own text, constants included:
+    with a bound parameter neither database could prove that the index covers
+    the query.
+    """
+    earlier = _inbound.alias(f"earlier_{key}")
+    return exists().where(
+        earlier.c[key] == _candidate.c[key],
+        earlier.c.id < _candidate.c.id,
+        text(f"earlier_{key}.{INBOUND_WAITING_WHERE}"),
+    )
+
+
 def _claim_statement(*, skip_locked: bool) -> Update:
     ready = (
-        select(_inbound.c.id)
+        select(_candidate.c.id)
         .where(
-            _inbound.c.status == InboundStatus.received.value,
+            _candidate.c.status == InboundStatus.received.value,
             or_(
-                _inbound.c.next_attempt_at.is_(None),
-                _inbound.c.next_attempt_at <= bindparam("now"),
+                _candidate.c.next_attempt_at.is_(None),
+                _candidate.c.next_attempt_at <= bindparam("now"),
             ),
+            # Conversations stay in order: not while an earlier mail of the
+            # same sender or thread is waiting or being processed.
+            ~_waiting_before("sender_key"),
+            ~_waiting_before("thread_key"),
         )
-        .order_by(_inbound.c.id)
+        .order_by(_candidate.c.id)
         .limit(1)
     )
     if skip_locked:
@@ -130,6 +178,58 @@ _DONE_CLAIMED = _DONE.where(
 )
 
 
+_ORDER_FIELDS = re.compile(
+    rb"^(from|references|in-reply-to)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE
+)
+#: A From of one address, bare or after a display name without quotes or commas.
+_ADDR = r'[^<>\s"@,;:()\[\]\\]+@[^<>\s"@,;:()\[\]\\]+'
+_PLAIN_FROM = re.compile(rf'\s*(?:[^"<>,;:()\[\]\\@]*<({_ADDR})>|({_ADDR}))\s*')
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+#: Longest sender key kept (the longest address RFC 5321 allows is shorter).
+MAX_SENDER_KEY = 320
+
+
+def order_keys(
+    raw: bytes, *, envelope_from: str = "", message_id: str | None = None
+) -> tuple[str | None, str | None]:
+    """(sender key, thread key) of a raw mail: what the claim keeps in order.
+
+    The sender is the first From address, else the envelope sender (not the
+    null sender ``<>`` of bounces), lower-cased: the From is who the ticket
+    belongs to, and mail imported from an mbox or fetched over IMAP has no
+    envelope. The thread key is a hash of the conversation's first
+    Message-ID: the first of References, else of In-Reply-To, else the mail's
+    own. Either is None when the mail does not say; None never orders anything.
+    Reads only the header block and never raises.
+    """
+    fields: dict[bytes, bytes] = {}
+    # headers.header_block without its copy of up to 256 KB of body.
+    end = _HEADER_END.search(raw, 0, HEADER_SCAN_BYTES)
+    for match in _ORDER_FIELDS.finditer(raw, 0, end.start() if end else HEADER_SCAN_BYTES):
+        fields.setdefault(match.group(1).lower(), match.group(2))
+    sender = None
+    if b"from" in fields:
+        value = fields[b"from"].decode("utf-8", "replace").replace("\x00", "")
+        plain = _PLAIN_FROM.fullmatch(value)
+        if plain:  # "Name <a@b>" or "a@b", the usual forms: no full address parse
+            sender = plain.group(1) or plain.group(2)
+        else:
+            sender = next((a for _, a in getaddresses([value]) if "@" in a), None)
+    if sender is None and envelope_from not in ("", "<>"):
+        sender = envelope_from.replace("\x00", "")
+    root = None
+    for name in (b"references", b"in-reply-to"):
+        ids = split_message_ids(fields[name].decode("ascii", "replace")) if name in fields else ()
+        if ids:
+            root = ids[0]
+            break
+    root = root or message_id
+    return (
+        sender.lower()[:MAX_SENDER_KEY] if sender else None,
+        message_id_key(root) if root else None,
+    )
+
+
 def dedupe_key(raw: bytes) -> tuple[str, str, str | None]:
     """(dedupe key, sha256 of the bytes, normalised Message-ID) of a raw mail."""
     digest = hashlib.sha256(raw).hexdigest()
@@ -153,6 +253,7 @@ def accept(
     take it; the caller must then answer "try again later".
     """
     key, digest, message_id = dedupe_key(raw)
+    sender_key, thread_key = order_keys(raw, envelope_from=envelope_from, message_id=message_id)
     values = {
         "raw": raw,
         "size": len(raw),
@@ -165,6 +266,8 @@ def accept(
         "status": InboundStatus.received.value,
         "attempts": 0,
         "received_at": clock(),
+        "sender_key": sender_key,
+        "thread_key": thread_key,
     }
     with db.begin() as conn:
         new_id = conn.execute(_ACCEPT[conn.dialect.name], values).scalar()
@@ -177,13 +280,24 @@ def accept(
 def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:
     """Take the oldest ready row for processing, or None when there is none.
 
-    On PostgreSQL the row is locked with ``FOR UPDATE SKIP LOCKED`` so that
-    several workers (or hosts) never take the same mail; SQLite serialises
-    writers with ``BEGIN IMMEDIATE``.
+    A row is ready when it is ``received``, due, and no earlier row of its
+    sender or thread is waiting (see the module's docstring). On PostgreSQL
+    the row is locked with ``FOR UPDATE SKIP LOCKED`` so that several workers
+    (or hosts) never take the same mail; SQLite serialises writers with
+    ``BEGIN IMMEDIATE``.
     """
-    stmt = _CLAIM_SKIP_LOCKED if db.is_postgres else _CLAIM
     with db.begin() as conn:
-        row = conn.execute(stmt, {"now": clock()}).one_or_none()
+        return claim_in(conn, clock=clock)
+
+
+def claim_in(conn: Connection, *, clock: Clock = utcnow) -> InboundItem | None:
+    """``claim`` inside the caller's transaction: it commits or rolls back with it.
+
+    The pipeline claims its next row in the transaction that completes the
+    current one: one transaction per mail instead of two.
+    """
+    stmt = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    row = conn.execute(stmt, {"now": clock()}).one_or_none()
     if row is None:
         return None
     return InboundItem(
@@ -282,6 +396,28 @@ def retry_later(
                     status=InboundStatus.received.value,
                     last_error=_cap(error),
                     next_attempt_at=clock() + delay,
+                ),
+            )
+            == 1
+        )
+
+
+def release(db: Database, item: InboundItem) -> bool:
+    """Give back a row claimed but never started, as if it had not been claimed.
+
+    A worker that stops while holding the row it claimed ahead returns it
+    without spending one of its attempts. False when the claim no longer holds.
+    """
+    with db.transaction() as session:
+        return (
+            _rowcount(
+                session,
+                update(Inbound)
+                .where(*_claimed(item.id, item.attempts))
+                .values(
+                    status=InboundStatus.received.value,
+                    attempts=col(Inbound.attempts) - 1,
+                    claimed_at=None,
                 ),
             )
             == 1

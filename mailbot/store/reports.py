@@ -1,7 +1,10 @@
 """Read-only queries for the web page, the JSON API and /metrics.
 
-Aggregates are pushed into SQL (one grouped scan for the queue breakdown) so
-the dashboard stays fast on 100,000 tickets. Nothing here writes.
+Aggregates are pushed into SQL so the dashboard stays fast on 100,000
+tickets. The open queue (about 5% of the rows in a long-running helpdesk) has
+its own covering partial index, ``ix_ticket_open_queue``: the dashboard's
+queue counts and its SLA watch list read that index and never the finished
+tickets. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -9,10 +12,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, func, literal, not_, or_, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import (
+    Date,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import CompoundSelect, Select
 from sqlmodel import Session, SQLModel
 
 from mailbot.states import Priority, TicketStatus
@@ -29,7 +46,7 @@ _inbound, _outbound, _attachment, _message = (
 
 #: A ticket in one of these is finished: its SLA clock has stopped.
 DONE_STATUSES = (TicketStatus.resolved.value, TicketStatus.closed.value)
-#: The rest: an index range on status, so the dashboard never scans finished tickets.
+#: The rest.
 OPEN_STATUSES = tuple(s.value for s in TicketStatus if s.value not in DONE_STATUSES)
 PRIORITY_ORDER = {p.value: i for i, p in enumerate(Priority)}
 #: Processing-latency histogram buckets, in seconds (Prometheus ``le`` values).
@@ -37,81 +54,175 @@ LATENCY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0)
 
 
 def _open() -> ColumnElement[bool]:
-    return _ticket.c.status.in_(OPEN_STATUSES)
+    """``status NOT IN ('resolved', 'closed')``, with the constants written into the SQL.
+
+    This is, word for word, the condition of the partial index
+    ``ix_ticket_open_queue`` (``models.OPEN_QUEUE_WHERE``). SQLite uses a
+    partial index only when the query repeats its condition with the same
+    constants, and PostgreSQL must prove the condition too (impossible with a
+    generic plan over bound parameters): so the statuses are rendered as
+    literals, not bound.
+    """
+    done: BindParameter[tuple[str, ...]] = bindparam(
+        "done_statuses", DONE_STATUSES, expanding=True, literal_execute=True
+    )
+    return _ticket.c.status.not_in(done)
 
 
-def _breached(now: datetime) -> ColumnElement[bool]:
-    return and_(
-        _open(),
-        or_(
-            and_(
-                _ticket.c.first_response_at.is_(None),
-                _ticket.c.sla_first_response_due_at < now,
-            ),
-            _ticket.c.sla_resolution_due_at < now,
+def _past(limit: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+    """An SLA target (first response while unanswered, or resolution) lies before ``limit``.
+
+    Never NULL: a ticket without a target is simply not past it. (A bare
+    ``due < limit`` is NULL there, and ``NOT`` of NULL is NULL again, so such
+    tickets used to fall out of "at risk" and of the "not breached" filter.)
+    """
+    t = _ticket.c
+    return or_(
+        and_(
+            t.first_response_at.is_(None),
+            t.sla_first_response_due_at.is_not(None),
+            t.sla_first_response_due_at < limit,
         ),
+        and_(t.sla_resolution_due_at.is_not(None), t.sla_resolution_due_at < limit),
     )
 
 
-def _due_before(limit: datetime) -> ColumnElement[bool]:
-    return and_(
-        _open(),
-        or_(
-            and_(
-                _ticket.c.first_response_at.is_(None),
-                _ticket.c.sla_first_response_due_at < limit,
+def _breached(now: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+    return and_(_open(), _past(now))
+
+
+def _due_before(limit: datetime | ColumnElement[Any]) -> ColumnElement[bool]:
+    return and_(_open(), _past(limit))
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+# The dashboard's statements are built once per dialect, with the times as bound
+# parameters: building and keying them cost more Python time than running them
+# on a small database.
+_NOW: BindParameter[datetime] = bindparam("now")
+_RISK: BindParameter[datetime] = bindparam("risk")
+_SINCE: BindParameter[datetime] = bindparam("since")
+
+
+def _nearest_due(dialect: str) -> Any:
+    """The earliest SLA target still running (for ordering the watch list)."""
+    pick = func.least if dialect == "postgresql" else func.min
+    return pick(
+        func.coalesce(
+            case(
+                (_ticket.c.first_response_at.is_(None), _ticket.c.sla_first_response_due_at),
+                else_=None,
             ),
-            _ticket.c.sla_resolution_due_at < limit,
+            _ticket.c.sla_resolution_due_at,
         ),
+        func.coalesce(_ticket.c.sla_resolution_due_at, _ticket.c.sla_first_response_due_at),
     )
 
 
-@dataclass(frozen=True, slots=True)
-class QueueGroup:
-    status: str
-    priority: str
-    category: str | None
-    assignee: str | None
-    breached: bool
-    at_risk: bool
-    count: int
+@cache
+def _status_counts_statement() -> Select[Any]:
+    # The statuses as literals: each count gets the plan for its own status
+    # (a few open tickets through the partial index, half the table otherwise),
+    # never one generic plan for all from PostgreSQL's plan cache.
+    counts = (
+        select(func.count())
+        .where(_ticket.c.status == literal(s.value, literal_execute=True))
+        .scalar_subquery()
+        .label(s.value)
+        for s in TicketStatus
+    )
+    return select(*counts)
 
 
 def status_counts(session: Session) -> dict[str, int]:
-    """All tickets (spam included) per status: one pass over the status index."""
-    stmt = select(_ticket.c.status, func.count()).group_by(_ticket.c.status)
-    return {str(s): int(n) for s, n in session.execute(stmt).all()}
+    """All tickets (spam included) per status.
+
+    One range count per status on ``ix_ticket_status_priority_spam``, in one
+    statement: counting a range is about twice as fast as grouping every
+    entry of the index.
+    """
+    row = session.execute(_status_counts_statement()).one()
+    return {s.value: int(n) for s, n in zip(TicketStatus, row, strict=True) if n}
 
 
-def queue_groups(session: Session, now: datetime, at_risk: timedelta) -> list[QueueGroup]:
-    """Open non-spam tickets counted by status, priority, category, assignee and SLA state."""
-    breached = _breached(now)
-    risky = and_(not_(breached), _due_before(now + at_risk))
-    stmt = (
+@dataclass(frozen=True, slots=True)
+class OpenQueue:
+    """The open non-spam tickets: how many by priority, category and assignee; SLA state."""
+
+    by_priority: dict[str, int]
+    by_category: dict[str | None, int]
+    by_assignee: dict[str | None, int]
+    #: Past an SLA target.
+    breached: int
+    #: Not breached, but a target falls within the at-risk window.
+    at_risk: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_priority.values())
+
+
+@cache
+def _open_queue_statement() -> CompoundSelect[Any]:
+    t = _ticket.c
+    queue = (t.spam.is_(False), _open())
+    late = _past(_NOW)
+    risky = and_(not_(late), _past(_RISK))
+    zero = literal(0)
+    by_priority = (
         select(
-            _ticket.c.status,
-            _ticket.c.priority,
-            _ticket.c.category,
-            _agent.c.email,
-            case((breached, 1), else_=0).label("breached"),
-            case((risky, 1), else_=0).label("at_risk"),
+            literal("priority").label("kind"),
+            t.priority.label("key"),
             func.count().label("n"),
+            func.sum(case((late, 1), else_=0)).label("breached"),
+            func.sum(case((risky, 1), else_=0)).label("at_risk"),
         )
-        .select_from(_ticket.outerjoin(_agent, _agent.c.id == _ticket.c.assignee_id))
-        .where(_ticket.c.spam.is_(False), _ticket.c.status.in_(OPEN_STATUSES))
-        .group_by(
-            _ticket.c.status,
-            _ticket.c.priority,
-            _ticket.c.category,
-            _agent.c.email,
-            "breached",
-            "at_risk",
-        )
+        .where(*queue)
+        .group_by(t.status, t.priority)
     )
-    return [
-        QueueGroup(str(s), str(p), c, a, bool(b), bool(r), int(n))
-        for s, p, c, a, b, r, n in session.execute(stmt).all()
-    ]
+    by_category = (
+        select(literal("category"), t.category, func.count(), zero, zero)
+        .where(*queue)
+        .group_by(t.category)
+    )
+    per_agent = (
+        select(t.assignee_id, func.count().label("n"))
+        .where(*queue)
+        .group_by(t.assignee_id)
+        .subquery("per_agent")
+    )
+    by_assignee = select(
+        literal("assignee"), _agent.c.email, per_agent.c.n, zero, zero
+    ).select_from(per_agent.outerjoin(_agent, _agent.c.id == per_agent.c.assignee_id))
+    return union_all(by_priority, by_category, by_assignee)
+
+
+def open_queue(session: Session, now: datetime, at_risk: timedelta) -> OpenQueue:
+    """Count the open queue, in one statement over ``ix_ticket_open_queue`` only.
+
+    Three small groupings (priority with the SLA sums, category, assignee)
+    joined by ``UNION ALL``: a handful of rows per dimension rather than one
+    row per combination of them. Priority is grouped with status, the order
+    of the index, so that grouping needs no sort. The agents' addresses are
+    joined to the per-assignee counts, not to every ticket.
+    """
+    counts: dict[str, dict[Any, int]] = {"priority": {}, "category": {}, "assignee": {}}
+    breached = risk = 0
+    params = {"now": now, "risk": now + at_risk}
+    for kind, key, n, b, r in session.execute(_open_queue_statement(), params):
+        counts[kind][key] = counts[kind].get(key, 0) + int(n)
+        breached += int(b or 0)
+        risk += int(r or 0)
+    return OpenQueue(
+        by_priority={str(k): n for k, n in counts["priority"].items()},
+        by_category=counts["category"],
+        by_assignee=counts["assignee"],
+        breached=breached,
+        at_risk=risk,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +242,7 @@ class TicketLine:
     breached: bool
 
 
-def _line_columns(now: datetime) -> list[Any]:
+def _line_columns(now: datetime | ColumnElement[Any]) -> list[Any]:
     return [
         _ticket.c.number,
         _ticket.c.subject,
@@ -176,39 +287,33 @@ def _lines(rows: Sequence[Any]) -> list[TicketLine]:
     ]
 
 
-def sla_watch(
-    session: Session, now: datetime, at_risk: timedelta, *, limit: int = 20
-) -> list[TicketLine]:
-    """Open tickets breached or due within ``at_risk``, the most overdue first."""
-    due: Any = func.min(
-        func.coalesce(
-            case(
-                (_ticket.c.first_response_at.is_(None), _ticket.c.sla_first_response_due_at),
-                else_=None,
-            ),
-            _ticket.c.sla_resolution_due_at,
-        ),
-        func.coalesce(_ticket.c.sla_resolution_due_at, _ticket.c.sla_first_response_due_at),
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        due = func.least(
-            func.coalesce(
-                case(
-                    (_ticket.c.first_response_at.is_(None), _ticket.c.sla_first_response_due_at),
-                    else_=None,
-                ),
-                _ticket.c.sla_resolution_due_at,
-            ),
-            func.coalesce(_ticket.c.sla_resolution_due_at, _ticket.c.sla_first_response_due_at),
-        )
-    stmt = (
-        select(*_line_columns(now))
-        .select_from(_joined())
-        .where(_ticket.c.spam.is_(False), _due_before(now + at_risk))
+@cache
+def _watch_statement(dialect: str, limit: int) -> Select[Any]:
+    due = _nearest_due(dialect)
+    picked = (
+        select(_ticket.c.id)
+        .where(_ticket.c.spam.is_(False), _due_before(_RISK))
         .order_by(due, _ticket.c.number)
         .limit(limit)
     )
-    return _lines(session.execute(stmt).all())
+    return (
+        select(*_line_columns(_NOW))
+        .select_from(_joined())
+        .where(_ticket.c.id.in_(picked))
+        .order_by(due, _ticket.c.number)
+    )
+
+
+def sla_watch(
+    session: Session, now: datetime, at_risk: timedelta, *, limit: int = 20
+) -> list[TicketLine]:
+    """Open tickets breached or due within ``at_risk``, the most overdue first.
+
+    The ``limit`` tickets are picked from ``ix_ticket_open_queue`` alone; only
+    they are then read from the table and joined to agent and customer.
+    """
+    stmt = _watch_statement(_dialect(session), limit)
+    return _lines(session.execute(stmt, {"now": now, "risk": now + at_risk}).all())
 
 
 # -- the ticket list ---------------------------------------------------------------
@@ -290,6 +395,8 @@ def ticket_page(
         .offset(offset)
     )
     rows = _lines(session.execute(stmt).all())
+    if rows and len(rows) < limit:
+        return rows, offset + len(rows)  # the last page: no need to count
     count_from = (
         _ticket.outerjoin(_agent, _agent.c.id == _ticket.c.assignee_id)
         if flt.assignee and flt.assignee != "-"
@@ -300,8 +407,20 @@ def ticket_page(
 
 
 def categories(session: Session) -> list[str]:
-    stmt = select(_ticket.c.category).where(_ticket.c.category.is_not(None)).distinct()
-    return sorted(str(c) for (c,) in session.execute(stmt).all())
+    """The distinct categories of all tickets.
+
+    A loose index scan over ``ix_ticket_category`` (a recursive query that
+    jumps from one category to the next): a handful of index seeks instead of
+    reading 100,000 entries, on SQLite and PostgreSQL alike.
+    """
+    c = _ticket.c.category
+    walk = select(func.min(c).label("category")).cte("walk", recursive=True)
+    step = select(select(func.min(c)).where(c > walk.c.category).scalar_subquery()).where(
+        walk.c.category.is_not(None)
+    )
+    walk = walk.union_all(step)
+    stmt = select(walk.c.category).where(walk.c.category.is_not(None))
+    return sorted(str(v) for (v,) in session.execute(stmt).all())
 
 
 def agent_emails(session: Session) -> list[str]:
@@ -311,26 +430,32 @@ def agent_emails(session: Session) -> list[str]:
 # -- trend, KPIs, queues ------------------------------------------------------------
 
 
-def _day(session: Session, column: Any) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)
+@cache
+def _daily_statement(dialect: str, column_name: str) -> Select[Any]:
+    column = _ticket.c[column_name]
+    if dialect == "postgresql":
+        day: Any = cast(func.timezone("UTC", column), Date)
+    else:
+        day = func.date(column)
+    return (
+        select(day, func.count()).where(column >= _SINCE, _ticket.c.spam.is_(False)).group_by(day)
+    )
 
 
 def daily_counts(session: Session, column_name: str, since: datetime) -> dict[str, int]:
     """Tickets per UTC day (``YYYY-MM-DD``) whose ``column_name`` is at or after ``since``."""
-    column = _ticket.c[column_name]
-    day = _day(session, column)
-    stmt = select(day, func.count()).where(column >= since, _ticket.c.spam.is_(False)).group_by(day)
-    return {str(d): int(n) for d, n in session.execute(stmt).all()}
+    stmt = _daily_statement(_dialect(session), column_name)
+    return {str(d): int(n) for d, n in session.execute(stmt, {"since": since}).all()}
+
+
+_FIRST_RESPONSES = select(_ticket.c.created_at, _ticket.c.first_response_at).where(
+    _ticket.c.created_at >= _SINCE, _ticket.c.first_response_at.is_not(None)
+)
 
 
 def first_responses_since(session: Session, since: datetime) -> list[tuple[datetime, datetime]]:
     """(created_at, first_response_at) of tickets created since ``since`` and answered."""
-    stmt = select(_ticket.c.created_at, _ticket.c.first_response_at).where(
-        _ticket.c.created_at >= since, _ticket.c.first_response_at.is_not(None)
-    )
-    return [(a, b) for a, b in session.execute(stmt).all()]
+    return [(a, b) for a, b in session.execute(_FIRST_RESPONSES, {"since": since}).all()]
 
 
 def inbound_counts(session: Session) -> dict[str, int]:

@@ -14,7 +14,6 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select
 from sqlmodel import Session, SQLModel
 
-from mailbot.headers import message_id_key
 from mailbot.states import ParticipantRole, Priority, TicketStatus
 from mailbot.store import tickets
 from mailbot.store.tickets import CustomerRow
@@ -86,6 +85,12 @@ class TicketFacts:
     merged_into_id: int | None
     escalation_level: int
     spam: bool
+    pending_since: datetime | None = None
+    sla_paused_seconds: int = 0
+    first_response_breached_at: datetime | None = None
+    resolution_breached_at: datetime | None = None
+    resolved_at: datetime | None = None
+    rating: int | None = None
 
     @property
     def row(self) -> tickets.TicketRow:
@@ -126,6 +131,12 @@ def facts(session: Session, ticket_id: int) -> TicketFacts | None:
         merged_into_id=row.merged_into_id,
         escalation_level=row.escalation_level,
         spam=row.spam,
+        pending_since=row.pending_since,
+        sla_paused_seconds=row.sla_paused_seconds,
+        first_response_breached_at=row.first_response_breached_at,
+        resolution_breached_at=row.resolution_breached_at,
+        resolved_at=row.resolved_at,
+        rating=row.rating,
     )
 
 
@@ -261,6 +272,56 @@ def change_tags(
     _update(session, ticket.id, now, tags=tags)
 
 
+def pause_clock(session: Session, ticket_id: int, now: datetime) -> None:
+    """The ticket went pending: the SLA clock stops now."""
+    _conn(session).execute(_UPDATE_TICKET.values(pending_since=now), {"tid": ticket_id})
+
+
+def resume_clock(
+    session: Session,
+    ticket_id: int,
+    *,
+    paused_seconds: int,
+    first_response_due: datetime,
+    resolution_due: datetime,
+) -> None:
+    """The clock runs again: the paused total and the due times it implies."""
+    _conn(session).execute(
+        _UPDATE_TICKET.values(
+            pending_since=None,
+            sla_paused_seconds=paused_seconds,
+            sla_first_response_due_at=first_response_due,
+            sla_resolution_due_at=resolution_due,
+        ),
+        {"tid": ticket_id},
+    )
+
+
+def record_rating(
+    session: Session,
+    ticket: TicketFacts,
+    score: int,
+    comment: str,
+    *,
+    actor: str,
+    now: datetime,
+) -> None:
+    """The customer's satisfaction rating (the latest one counts)."""
+    tickets.add_history(
+        session,
+        ticket.id,
+        "rating",
+        None if ticket.rating is None else str(ticket.rating),
+        str(score),
+        actor,
+        now,
+    )
+    _conn(session).execute(
+        _UPDATE_TICKET.values(rating=score, rating_comment=comment[:2000] or None, rated_at=now),
+        {"tid": ticket.id},
+    )
+
+
 def set_first_response(session: Session, ticket: TicketFacts, now: datetime) -> None:
     """The first public answer of an agent; later ones change nothing."""
     if ticket.first_response_at is None:
@@ -312,11 +373,3 @@ def merge(
         closed_at=now,
     )
     _update(session, target.id, now)
-
-
-def message_known(session: Session, message_id: str) -> bool:
-    key = message_id_key(message_id)
-    found = _conn(session).execute(
-        select(_message.c.id).where(_message.c.message_id_key == key).limit(1)
-    )
-    return found.first() is not None

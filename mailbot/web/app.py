@@ -8,11 +8,12 @@ Content-Security-Policy: no script at all, no remote resources.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
@@ -31,6 +32,8 @@ from mailbot.store.types import utcnow
 from mailbot.web import api, auth, ops, svg
 from mailbot.web.deps import Db, LoginRequiredError, Staff, WebState
 from mailbot.web.text import linkify
+
+log = logging.getLogger(__name__)
 
 #: The policy of every page: nothing runs, nothing is fetched from elsewhere.
 PAGE_CSP = (
@@ -110,20 +113,63 @@ def create_app(
 
     # -- login -------------------------------------------------------------------
 
+    login_cookie = auth.login_cookie_name(state.secure_cookie)
+    public = urlsplit(settings.conversation.public_url)
+    own_origins = (f"{public.scheme}://{public.netloc}",)
+
+    def login_page(
+        request: Request, next: str, error: str | None, status_code: int = 200
+    ) -> HTMLResponse:
+        """The form, with a CSRF token bound to the browser's pre-session cookie."""
+        nonce = auth.login_nonce(request.cookies.get(login_cookie))
+        context = {
+            "next": auth.safe_next(next),
+            "error": error,
+            "csrf": auth.login_form_token(state.key, nonce, state.clock()),
+        }
+        response = page("login.html.j2", context, status_code)
+        response.set_cookie(
+            login_cookie,
+            nonce,
+            max_age=int(auth.LOGIN_FORM_LIFE.total_seconds()),
+            httponly=True,
+            samesite="strict",
+            secure=state.secure_cookie,
+            path="/",
+        )
+        return response
+
     @app.get("/login", include_in_schema=False)
-    def login_form(next: str = "/") -> HTMLResponse:
-        return page("login.html.j2", {"next": auth.safe_next(next), "error": None})
+    def login_form(request: Request, next: str = "/") -> HTMLResponse:
+        return login_page(request, next, None)
 
     @app.post("/login", include_in_schema=False)
     def login(
-        s: Db, token: Annotated[str, Form(max_length=200)], next: Annotated[str, Form()] = "/"
+        request: Request,
+        s: Db,
+        token: Annotated[str, Form(max_length=200)],
+        next: Annotated[str, Form()] = "/",
+        csrf: Annotated[str, Form(max_length=200)] = "",
     ) -> Response:
+        headers = request.headers
+        nonce = request.cookies.get(login_cookie)
+        if not (
+            auth.same_origin(headers.get("origin"), headers.get("host"), own_origins)
+            and auth.check_login_form(state.key, nonce, csrf, state.clock())
+        ):
+            log.warning(
+                "login form refused: CSRF check failed", extra={"action": "web_login_refused"}
+            )
+            error = "This login form has expired or did not come from this site. Please try again."
+            return login_page(request, next, error, status_code=403)
         email = credentials.email_for_token(s, token.strip())
         generation = credentials.token_generation(s, email) if email else None
         if email is None or generation is None:
-            context = {"next": auth.safe_next(next), "error": "Unknown or revoked token."}
-            return page("login.html.j2", context, status_code=401)
+            return login_page(request, next, "Unknown or revoked token.", status_code=401)
         response = RedirectResponse(auth.safe_next(next), status_code=303)
+        response.delete_cookie(
+            login_cookie, path="/", httponly=True, samesite="strict", secure=state.secure_cookie
+        )
         response.set_cookie(
             auth.COOKIE,
             auth.make_session(

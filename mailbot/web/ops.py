@@ -17,8 +17,7 @@ PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def metrics_text(s: Session, state: WebState) -> str:
     inbound = queries.inbound_counts(s)
     outbound = queries.outbound_counts(s)
-    groups = queries.queue_groups(s, state.clock(), AT_RISK)
-    breached = sum(g.count for g in groups if g.breached)
+    breached = queries.open_queue(s, state.clock(), AT_RISK).breached
     buckets, count, total = queries.latency_histogram(s)
     lines = [
         "# HELP mailbot_inbox_depth Inbound mail waiting for or in processing.",

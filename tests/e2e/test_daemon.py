@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import email.policy
 import json
+import mailbox
 import os
 import queue
 import random
@@ -265,6 +266,50 @@ def test_sigterm_exits_0_with_stable_events(daemons: Callable[..., DaemonProcess
         db.close()
 
 
+# -- (b2) several pipeline workers keep conversations in order ----------------------------------
+
+
+def test_workers_keep_every_conversation_on_its_ticket(
+    daemons: Callable[..., DaemonProcess], tmp_path: Path
+) -> None:
+    """4 workers start on a backlog in which each customer's first mail is followed at
+    once by two replies that thread only by References: a reply processed before
+    its first mail committed would open a ticket of its own."""
+    daemon = daemons(MAILBOT_INBOX__WORKERS="4")
+    customers = 40
+    box = mailbox.mbox(str(tmp_path / "backlog.mbox"))
+    for n in range(customers):
+        sender = f"cust{n}@example.com"
+        first_id = f"first-{n}@client.example.com"
+        box.add(build_mail(first_id, f"Problem {n}", sender=sender))
+        for r in range(2):
+            reply = EmailMessage()
+            reply["From"] = f"Customer <{sender}>"
+            reply["To"] = SUPPORT
+            reply["Subject"] = f"more about problem {n}"
+            reply["Message-ID"] = f"<reply-{n}-{r}@client.example.com>"
+            reply["References"] = f"<{first_id}>"
+            reply.set_content(f"Reply {r}.\n")
+            box.add(reply.as_bytes(policy=email.policy.SMTP))
+    box.close()
+    daemon.cli("ingest", "--mbox", str(tmp_path / "backlog.mbox"), "--no-process")
+    daemon.start()
+    db = daemon.database()
+    try:
+        assert daemon.wait_idle(db, timeout=60) == {"done": customers * 3}
+        assert scalar(db, "SELECT count(*) FROM ticket") == customers
+        full = scalar(
+            db,
+            "SELECT count(*) FROM (SELECT ticket_id FROM message WHERE direction = 'inbound' "
+            "GROUP BY ticket_id HAVING count(*) = 3) AS full_tickets",
+        )
+        assert full == customers
+    finally:
+        db.close()
+    assert daemon.terminate(timeout=10) == 0
+    assert "Traceback" not in daemon.log()
+
+
 # -- (c) SIGKILL under load, (d) replay ----------------------------------------------------------
 
 BURST_SIZE = 1000
@@ -475,10 +520,16 @@ def test_sigkill_under_load_loses_nothing_sqlite(
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.parametrize("workers", ["2", "4"])
 def test_sigkill_under_load_loses_nothing_postgres(
-    daemons: Callable[..., DaemonProcess], pg_server: PostgresServer
+    daemons: Callable[..., DaemonProcess], pg_server: PostgresServer, workers: str
 ) -> None:
     # On PostgreSQL a dead daemon's claims are taken back only after the lease,
     # so the lease is short here; processing one of these mails takes milliseconds.
-    daemon = daemons(pg_server.create_database(), MAILBOT_INBOX__LEASE_SECONDS="4")
+    # The workers' transactions run side by side here (on SQLite they take turns).
+    daemon = daemons(
+        pg_server.create_database(),
+        MAILBOT_INBOX__LEASE_SECONDS="4",
+        MAILBOT_INBOX__WORKERS=workers,
+    )
     kill_test(daemon, 4)

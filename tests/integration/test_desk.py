@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import smtplib
 from collections.abc import AsyncIterator, Callable
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from tests.integration.test_conversation import (
     FakeClock,
     history,
     make_mail,
+    parsed,
     plain_text,
     rows,
     ticket,
@@ -150,7 +152,9 @@ async def desk_for(
     rules = tmp_path / "no-rules.yaml"
     rules.write_text("[]\n")
 
-    async def build(agents: str = AGENTS_ROUTED, **sections: Any) -> Desk:
+    async def build(agents: str = AGENTS_ROUTED, rules_text: str = "", **sections: Any) -> Desk:
+        if rules_text:
+            rules.write_text(rules_text)
         settings = settings_for(
             rules_file=str(rules),
             agents_file=agents_file(tmp_path, agents, f"agents-{len(servers)}.yaml"),
@@ -538,6 +542,9 @@ async def test_a_deactivated_agents_commands_are_refused(
     await gone.agent_replies(number, "Done.\n#resolve", note=note)
     assert ticket(db, number).status == TicketStatus.assigned
     assert gone.outbound(number, "agent-reply") == []
+    (told,) = gone.outbound(number, "mail-refused")
+    assert told.recipients == [BOB]
+    assert "agent is deactivated" in plain_text(bytes(told.raw))
 
 
 # -- the lifecycle -----------------------------------------------------------------------
@@ -614,3 +621,102 @@ def _history_rows(db: Database, number: int) -> list[Any]:
 
     t = ticket(db, number)
     return rows(db, History, col(History.ticket_id) == t.id)
+
+
+AGENTS_WITH_MANAGER = f"""
+agents:
+  - {{email: {BOB}, name: Bob Builder, skills: [other]}}
+  - {{email: mia@example.org, name: Mia Manager, role: manager}}
+teams:
+  - {{name: desk, members: [{BOB}], skills: [other], mode: round-robin}}
+"""
+
+
+async def test_escalate_raises_the_level_and_tells_the_managers(
+    desk_for: Callable[..., Any], db: Database
+) -> None:
+    desk = await desk_for(AGENTS_WITH_MANAGER)
+    number = await desk.customer_opens()
+    await desk.agent_replies(number, "#escalate customer threatens to cancel")
+    assert ticket(db, number).escalation_level == 1
+    assert ("escalation", "0", "1: customer threatens to cancel") in history(db, number)
+    (note,) = desk.outbound(number, "ticket-escalated")
+    assert note.recipients == ["mia@example.org"]
+    assert "customer threatens to cancel" in plain_text(bytes(note.raw))
+    assert desk.outbound(number, "agent-reply") == []
+
+
+async def test_a_rule_escalation_tells_the_managers(
+    desk_for: Callable[..., Any], db: Database
+) -> None:
+    rules = (
+        "- id: outage\n"
+        "  when: {text-contains: [outage]}\n"
+        "  then: {set-priority: critical, escalate: 'critical: outage'}\n"
+    )
+    desk = await desk_for(AGENTS_WITH_MANAGER, rules_text=rules)
+    raw, _ = make_mail("Total outage", body="We have an outage since 9:00.")
+    result = await desk.send(raw)
+    assert result.ticket_number is not None
+    notes = desk.outbound(result.ticket_number, "ticket-escalated")
+    # The managers, and the team the ticket was routed to (Bob is also its assignee).
+    assert sorted(n.recipients[0] for n in notes) == [BOB, "mia@example.org"]
+    assert "critical: outage" in plain_text(bytes(notes[0].raw))
+
+
+async def test_an_agents_attachment_goes_to_the_customer(
+    desk_for: Callable[..., Any], db: Database
+) -> None:
+    desk = await desk_for()
+    number = await desk.customer_opens()
+    note = desk.note_to(number, BOB)
+    msg = EmailMessage()
+    msg["From"] = f"Bob Builder <{BOB}>"
+    msg["To"] = SUPPORT
+    msg["Subject"] = f"Re: [#{number}] Printer does not print"
+    msg["Message-ID"] = "<agent-attach@mail.example.org>"
+    msg["In-Reply-To"] = f"<{note.message_id}>"
+    msg.set_content("The new driver is attached.\n#resolve\n")
+    msg.add_attachment(
+        b"%PDF-1.4 driver notes",
+        maintype="application",
+        subtype="pdf",
+        filename="Treiber-Übersicht.pdf",
+    )
+    await desk.send(bytes(msg), sender=BOB)
+    (answer,) = desk.outbound(number, "agent-reply")
+    relayed = parsed(bytes(answer.raw))
+    (part,) = list(relayed.iter_attachments())
+    assert part.get_filename() == "Treiber-Übersicht.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_payload(decode=True) == b"%PDF-1.4 driver notes"
+    body = relayed.get_body(("plain",))
+    assert body is not None
+    assert "The new driver is attached." in str(body.get_content())
+    assert ticket(db, number).status == TicketStatus.resolved
+
+
+async def test_new_with_more_commands_applies_them_to_the_new_ticket(
+    desk_for: Callable[..., Any], db: Database
+) -> None:
+    desk = await desk_for(AGENTS_UNROUTED)
+    body = (
+        "#new\n#priority high\n#assign me\nVIP customer, please be quick.\n\n"
+        "-------- Original Message --------\n"
+        f"From: Zoe Quinn <{ZOE}>\n"
+        "Subject: Invoices are wrong\n\n"
+        "The March invoice charges us twice.\n"
+    )
+    raw, _ = make_mail("Fwd: Invoices are wrong", sender=f"Bob <{BOB}>", body=body)
+    result = await desk.send(raw, sender=BOB)
+    assert result.ticket_number is not None
+    t = ticket(db, result.ticket_number)
+    assert (t.subject, t.priority, t.status) == ("Invoices are wrong", "high", "assigned")
+    assert "charges us twice" in t.description
+    assert ("assignee", None, BOB) in history(db, result.ticket_number, "assignee")
+    notes = [m for m in rows(db, Message, col(Message.ticket_id) == t.id) if m.author_email == BOB]
+    assert [n.text_body for n in notes] == ["VIP customer, please be quick."]
+    assert notes[0].internal
+    # Zoe's acknowledgement only: Bob took the ticket himself, nobody else is told.
+    events = sorted((o.event, o.recipients[0]) for o in desk.outbound(result.ticket_number))
+    assert events == [("ticket-opened", ZOE)]

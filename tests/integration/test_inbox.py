@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,9 +12,11 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import col
 
+from mailbot.headers import message_id_key
 from mailbot.store import inbox, schema
 from mailbot.store.db import Database
 from mailbot.store.models import Inbound, InboundStatus
+from mailbot.store.types import utcnow
 from mailbot.testing import PostgresServer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -42,6 +46,28 @@ def mail(n: int | str, *, message_id: str | None = "auto", body: str = "hello") 
     if mid is not None:
         head += f"Message-ID: {mid}\r\n"
     return (head + f"\r\n{body} {n}\r\n").encode()
+
+
+def conversation_mail(
+    n: int | str, sender: str, *, references: str = "", in_reply_to: str = ""
+) -> bytes:
+    """A mail from ``sender`` with Message-ID ``<c{n}@example.com>``."""
+    head = f"From: {sender}\r\nSubject: mail {n}\r\nMessage-ID: <c{n}@example.com>\r\n"
+    if references:
+        head += f"References: {references}\r\n"
+    if in_reply_to:
+        head += f"In-Reply-To: {in_reply_to}\r\n"
+    return (head + f"\r\nbody {n}\r\n").encode()
+
+
+def claim_id(db: Database, clock: Callable[[], datetime] = utcnow) -> int | None:
+    item = inbox.claim(db, clock=clock)
+    return None if item is None else item.id
+
+
+def finish(db: Database, inbound_id: int) -> None:
+    with db.transaction() as session:
+        assert inbox.mark_done(session, inbound_id, ticket_id=None)
 
 
 def raw_column(db: Database, inbound_id: int) -> bytes:
@@ -258,6 +284,175 @@ def test_a_later_row_that_is_due_overtakes_one_that_is_not(db: Database, clock: 
     item = inbox.claim(db, clock=clock)
     assert item is not None
     assert item.id == ready
+
+
+# -- order: one sender's and one thread's mail, one at a time, in order ------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "envelope_from", "sender", "root"),
+    [
+        (
+            b"From: Anna <Anna@Example.COM>\r\nMessage-ID: <a@x>\r\n\r\n",
+            "",
+            "anna@example.com",
+            "a@x",
+        ),
+        (
+            b"From: =?utf-8?q?J=C3=BCrgen?= <j@example.de>\r\nMessage-ID: <b@x>\r\n"
+            b"References: <root@x>\r\n <mid@x>\r\nIn-Reply-To: <mid@x>\r\n\r\n",
+            "bounce@relay.example",
+            "j@example.de",
+            "root@x",
+        ),
+        (
+            b"from: plain@example.org\r\nin-reply-to: <Up@X.ORG>\r\n\r\n",
+            "",
+            "plain@example.org",
+            "Up@x.org",
+        ),
+        (
+            b"Subject: no From\r\nMessage-ID: <c@x>\r\n\r\n",
+            "Env@Example.com",
+            "env@example.com",
+            "c@x",
+        ),
+        (b"Subject: bounce\r\n\r\n", "<>", None, None),
+        (b"From: undisclosed-recipients:;\r\nReferences: garbage\r\n\r\n", "", None, None),
+        (b"\xff\xfe not a mail at all", "", None, None),
+    ],
+)
+def test_order_keys(raw: bytes, envelope_from: str, sender: str | None, root: str | None) -> None:
+    message_id = inbox.dedupe_key(raw)[2]
+    keys = inbox.order_keys(raw, envelope_from=envelope_from, message_id=message_id)
+    assert keys == (sender, message_id_key(root) if root else None)
+
+
+def test_accept_stores_the_order_keys(db: Database) -> None:
+    first = inbox.accept(db, conversation_mail(1, "Anna <anna@example.com>"), source="smtp")
+    stored = row(db, first.inbound_id)
+    assert stored.sender_key == "anna@example.com"
+    assert stored.thread_key == message_id_key("c1@example.com")
+
+
+def test_one_senders_mail_is_claimed_in_order_one_at_a_time(db: Database) -> None:
+    a1 = inbox.accept(db, conversation_mail(1, "a@example.com"), source="smtp").inbound_id
+    b1 = inbox.accept(db, conversation_mail(2, "b@example.com"), source="smtp").inbound_id
+    a2 = inbox.accept(db, conversation_mail(3, "A@Example.com"), source="smtp").inbound_id
+    b2 = inbox.accept(db, conversation_mail(4, "b@example.com"), source="smtp").inbound_id
+    assert claim_id(db) == a1
+    assert claim_id(db) == b1
+    assert claim_id(db) is None  # a2 and b2 wait for a1 and b1
+    finish(db, b1)
+    assert claim_id(db) == b2
+    finish(db, a1)
+    assert claim_id(db) == a2
+    assert claim_id(db) is None
+
+
+def test_a_reply_waits_for_the_mail_it_answers_whoever_sends_it(db: Database) -> None:
+    first = inbox.accept(db, conversation_mail(1, "customer@example.com"), source="smtp")
+    # A colleague in Cc answers at once, before the first mail was processed.
+    reply = inbox.accept(
+        db,
+        conversation_mail(2, "colleague@example.com", references="<c1@example.com>"),
+        source="smtp",
+    )
+    by_parent = inbox.accept(
+        db, conversation_mail(3, "third@example.com", in_reply_to="<c1@example.com>"), source="smtp"
+    )
+    other = inbox.accept(db, conversation_mail(4, "other@example.com"), source="smtp")
+    assert claim_id(db) == first.inbound_id
+    assert claim_id(db) == other.inbound_id
+    assert claim_id(db) is None
+    finish(db, first.inbound_id)
+    assert claim_id(db) == reply.inbound_id
+    assert claim_id(db) is None  # the thread's next waits for the reply
+    finish(db, reply.inbound_id)
+    assert claim_id(db) == by_parent.inbound_id
+
+
+def test_mail_without_keys_is_never_held_back(db: Database) -> None:
+    bare = b"Subject: nothing to go by\r\n\r\nbody\r\n"
+    one = inbox.accept(db, bare, source="pipe").inbound_id
+    two = inbox.accept(db, bare + b"2", source="pipe").inbound_id
+    assert claim_id(db) == one
+    assert claim_id(db) == two
+
+
+def test_a_quarantined_mail_does_not_hold_back_its_sender(db: Database) -> None:
+    bad = inbox.accept(db, conversation_mail(1, "a@example.com"), source="smtp").inbound_id
+    good = inbox.accept(db, conversation_mail(2, "a@example.com"), source="smtp").inbound_id
+    assert claim_id(db) == bad
+    assert claim_id(db) is None
+    inbox.shunt(db, bad, "ParseError: broken")
+    assert claim_id(db) == good
+
+
+def test_a_mail_waiting_for_its_retry_holds_back_its_sender(db: Database, clock: FakeClock) -> None:
+    first = inbox.accept(db, conversation_mail(1, "a@example.com"), source="smtp", clock=clock)
+    later = inbox.accept(db, conversation_mail(2, "a@example.com"), source="smtp", clock=clock)
+    other = inbox.accept(db, conversation_mail(3, "b@example.com"), source="smtp", clock=clock)
+    assert claim_id(db, clock) == first.inbound_id
+    inbox.retry_later(db, first.inbound_id, "DNS down", delay=timedelta(minutes=5), clock=clock)
+    assert claim_id(db, clock) == other.inbound_id
+    assert claim_id(db, clock) is None
+    clock.advance(timedelta(minutes=5))
+    assert claim_id(db, clock) == first.inbound_id
+    finish(db, first.inbound_id)
+    assert claim_id(db, clock) == later.inbound_id
+
+
+def test_a_stale_claim_holds_back_its_sender_until_recovered(
+    db: Database, clock: FakeClock
+) -> None:
+    first = inbox.accept(db, conversation_mail(1, "a@example.com"), source="smtp", clock=clock)
+    inbox.accept(db, conversation_mail(2, "a@example.com"), source="smtp", clock=clock)
+    assert claim_id(db, clock) == first.inbound_id  # and the worker dies
+    assert claim_id(db, clock) is None
+    assert inbox.recover_stale(db, lease=None, max_attempts=3, clock=clock) == (1, 0)
+    assert claim_id(db, clock) == first.inbound_id
+
+
+def test_claim_in_commits_and_rolls_back_with_the_callers_transaction(db: Database) -> None:
+    a = inbox.accept(db, conversation_mail(1, "a@example.com"), source="smtp").inbound_id
+    a2 = inbox.accept(db, conversation_mail(2, "a@example.com"), source="smtp").inbound_id
+    assert claim_id(db) == a
+
+    def crash() -> None:
+        with db.transaction() as session:
+            assert inbox.mark_done(session, a, ticket_id=None, claim=1)
+            following = inbox.claim_in(session.connection())
+            assert following is not None
+            assert following.id == a2  # the done row no longer holds it back, in here
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError, match="rolled back"):
+        crash()
+    assert row(db, a).status == InboundStatus.processing
+    assert row(db, a2).status == InboundStatus.received
+    assert row(db, a2).attempts == 0
+    with db.transaction() as session:
+        assert inbox.mark_done(session, a, ticket_id=None, claim=1)
+        following = inbox.claim_in(session.connection())
+    assert following is not None
+    assert following.id == a2
+    assert row(db, a2).status == InboundStatus.processing
+
+
+def test_release_gives_a_claim_back_without_spending_an_attempt(db: Database) -> None:
+    inbound_id = inbox.accept(db, mail(1), source="smtp").inbound_id
+    item = inbox.claim(db)
+    assert item is not None
+    assert inbox.release(db, item)
+    stored = row(db, inbound_id)
+    assert stored.status == InboundStatus.received
+    assert stored.attempts == 0
+    assert stored.claimed_at is None
+    assert not inbox.release(db, item), "a claim given back cannot be given back twice"
+    again = inbox.claim(db)
+    assert again is not None
+    assert again.attempts == 1
 
 
 # -- done, shunt, recover, requeue ------------------------------------------------------
@@ -483,3 +678,62 @@ def test_concurrent_claims_never_take_the_same_row(pg_db: Callable[[], Database]
     assert sorted(set(attempts)) == [1]
     assert statuses == {InboundStatus.processing.value}
     assert inbox.claim(main) is None
+
+
+@pytest.mark.postgres
+def test_concurrent_claims_keep_each_sender_and_thread_in_order(
+    pg_db: Callable[[], Database],
+) -> None:
+    """4 workers, 240 mails of 12 senders, some threads across senders: a row is
+    only ever claimed once every earlier row of its sender and thread is done."""
+    main = pg_db()
+    senders = [f"s{n}@example.com" for n in range(12)]
+    rng = random.Random(7)
+    for n in range(240):
+        refs = f"<c{rng.randrange(n)}@example.com>" if n > 10 and rng.random() < 0.3 else ""
+        raw = conversation_mail(n, rng.choice(senders), references=refs)
+        inbox.accept(main, raw, source="smtp")
+    with main.transaction() as session:
+        keys = {
+            r.id: (r.sender_key, r.thread_key)
+            for r in session.execute(select(Inbound.id, Inbound.sender_key, Inbound.thread_key))
+        }
+    workers = 4
+    start = threading.Barrier(workers)
+    problems: list[str] = []
+    errors: list[BaseException] = []
+    done: list[int] = []
+
+    def loop() -> None:
+        db = pg_db()
+        try:
+            start.wait(timeout=30)
+            while (item := inbox.claim(db)) is not None:
+                sender, thread = keys[item.id]
+                with db.transaction() as session:
+                    status = {
+                        int(i): str(st)
+                        for i, st in session.execute(select(Inbound.id, Inbound.status)).all()
+                    }
+                problems.extend(
+                    f"{item.id} claimed while {earlier} was {status[earlier]}"
+                    for earlier, (s, t) in keys.items()
+                    if earlier < item.id
+                    and ((s is not None and s == sender) or (t is not None and t == thread))
+                    and status[earlier] != InboundStatus.done.value
+                )
+                time.sleep(rng.random() / 1000)
+                finish(db, item.id)
+                done.append(item.id)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert problems == []
+    assert sorted(done) == sorted(keys)

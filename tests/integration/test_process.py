@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections import Counter as Tally
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, col
 
 from mailbot.config import Settings
@@ -683,3 +685,161 @@ def test_a_worker_whose_claim_was_taken_back_cannot_store_it_twice(
     assert late.outcome != "created"
     assert count(db, Ticket) == 1
     assert len(rows(db, Message, col(Message.direction) == "inbound")) == 1
+
+
+# -- several workers --------------------------------------------------------------------
+
+
+def test_a_worker_claims_its_next_mail_in_the_same_commit(
+    db: Database, pipeline: Pipeline, clock: FakeClock
+) -> None:
+    ids = [
+        inbox.accept(db, make_mail(f"topic {n}", sender=f"c{n}@example.com")[0], source="smtp")
+        for n in range(3)
+    ]
+    worker = pipeline.worker()
+    first = worker.step()
+    assert first is not None
+    assert first.inbound_id == ids[0].inbound_id
+    assert worker.held is not None
+    assert worker.held.id == ids[1].inbound_id
+    assert inbound_row(db, ids[1].inbound_id).status == InboundStatus.processing
+    second = worker.step(claim_next=False)  # the held one; nothing claimed ahead
+    assert second is not None
+    assert second.inbound_id == ids[1].inbound_id
+    assert worker.held is None
+    third = worker.step()
+    assert third is not None
+    assert third.inbound_id == ids[2].inbound_id
+    assert worker.step() is None
+    assert [r.outcome for r in (first, second, third)] == ["created"] * 3
+
+
+def test_a_stopping_worker_gives_back_the_mail_it_claimed_ahead(
+    db: Database, pipeline: Pipeline
+) -> None:
+    inbox.accept(db, make_mail("one", sender="a@example.com")[0], source="smtp")
+    later = inbox.accept(db, make_mail("two", sender="b@example.com")[0], source="smtp")
+    worker = pipeline.worker()
+    assert worker.step() is not None
+    worker.release()
+    assert worker.held is None
+    row = inbound_row(db, later.inbound_id)
+    assert row.status == InboundStatus.received
+    assert row.attempts == 0  # giving back spends no attempt
+    worker.release()  # nothing held: nothing to do
+    again = pipeline.process_next()
+    assert again is not None
+    assert again.inbound_id == later.inbound_id
+
+
+def test_a_failed_mail_claims_nothing_ahead(
+    db: Database, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mailbot.process.parser.parse", faulty_parse({"boom": ValueError("x")}))
+    inbox.accept(db, make_mail("boom")[0], source="smtp")
+    waiting = inbox.accept(db, make_mail("fine", sender="b@example.com")[0], source="smtp")
+    worker = pipeline.worker()
+    result = worker.step()
+    assert result is not None
+    assert result.outcome == "quarantined"
+    assert worker.held is None
+    assert inbound_row(db, waiting.inbound_id).status == InboundStatus.received
+
+
+def _conversations(customers: int, replies: int) -> list[bytes]:
+    """Each customer's first mail right followed by ``replies`` answers (by References).
+
+    The worst order for several workers: without the claim's ordering they
+    would take a first mail and its replies at once, and each reply would
+    open a ticket of its own.
+    """
+    mails = []
+    for n in range(customers):
+        sender = f"Customer {n} <cust{n}@example.com>"
+        first, first_id = make_mail(f"Problem of customer {n}", sender=sender)
+        mails.append(first)
+        for r in range(replies):
+            mails.append(make_mail(f"Re: {r}", sender=sender, references=f"<{first_id}>")[0])
+    return mails
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_drain_with_workers_keeps_every_conversation_on_its_ticket(
+    db: Database, pipeline: Pipeline, workers: int
+) -> None:
+    customers, replies = 24, 2
+    for raw in _conversations(customers, replies):
+        inbox.accept(db, raw, source="import")
+    outcomes = Tally(r.outcome for r in pipeline.drain(workers))
+    assert outcomes == {"created": customers, "appended": customers * replies}
+    assert count(db, Ticket) == customers
+    assert count(db, Customer) == customers
+    for ticket in rows(db, Ticket):
+        assert len(messages_of(db, ticket)) == 1 + replies
+    assert {r.status for r in rows(db, Inbound)} == {InboundStatus.done}
+    assert sorted(t.number for t in rows(db, Ticket)) == list(range(1, customers + 1))
+
+
+def test_closing_drain_early_gives_back_what_was_claimed_ahead(
+    db: Database, pipeline: Pipeline
+) -> None:
+    for raw in _conversations(12, 1):
+        inbox.accept(db, raw, source="import")
+    results = pipeline.drain(3)
+    first = next(results)
+    results.close()  # Ctrl-C in `mailbot ingest`: every thread stops after its mail
+    statuses = Tally(r.status for r in rows(db, Inbound))
+    assert statuses[InboundStatus.processing] == 0, "a claim was left behind"
+    assert statuses[InboundStatus.done] >= 1
+    assert inbound_row(db, first.inbound_id).status == InboundStatus.done
+    assert all(r.attempts == 0 for r in rows(db, Inbound) if r.status == InboundStatus.received)
+    rest = list(pipeline.drain(3))
+    assert statuses[InboundStatus.done] + len(rest) == 24
+
+
+class _LostRace(Exception):
+    """What the driver raises when a concurrent transaction got there first."""
+
+    sqlstate = "23505"
+
+
+def _lost_race(text: str) -> IntegrityError:
+    """The driver's error as SQLAlchemy hands it on."""
+    return IntegrityError("INSERT INTO customer ...", {}, _LostRace(text))
+
+
+def test_a_transaction_that_lost_a_race_is_tried_again_at_once(
+    db: Database, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_apply = pipeline.conversation.apply
+    calls: list[int] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise _lost_race("duplicate key value violates unique constraint")
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.conversation, "apply", racing)
+    inbox.accept(db, make_mail("race")[0], source="smtp")
+    result = pipeline.process_next()
+    assert result is not None
+    assert result.outcome == "created"
+    assert len(calls) == 2
+    assert inbound_row(db, result.inbound_id).attempts == 1
+    assert count(db, Ticket) == 1
+
+
+def test_a_race_lost_every_time_is_an_ordinary_failure(
+    db: Database, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def always(*args: Any, **kwargs: Any) -> Any:
+        raise _lost_race("deadlock detected")
+
+    monkeypatch.setattr(pipeline.conversation, "apply", always)
+    inbox.accept(db, make_mail("race")[0], source="smtp")
+    result = pipeline.process_next()
+    assert result is not None
+    assert result.outcome == "quarantined"
+    _assert_nothing_stored(db)

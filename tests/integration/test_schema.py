@@ -28,6 +28,7 @@ TABLES = {
     "history",
     "imap_cursor",
     "inbound",
+    "job_mark",
     "lease",
     "message",
     "outbound",

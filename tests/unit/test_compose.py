@@ -126,3 +126,47 @@ def test_bad_message_ids_and_header_names_are_refused():
 def test_clean_text():
     assert clean_text("a\tb\r\n  c\u2028d") == "a b c d"
     assert len(clean_text("x" * 1000)) == 250
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "name", "ctype"),
+    [
+        ("report.pdf", "application/pdf", "report.pdf", "application/pdf"),
+        (
+            "Отчёт за март.xlsx",
+            "application/vnd.ms-excel",
+            "Отчёт за март.xlsx",
+            "application/vnd.ms-excel",
+        ),
+        ('a"b\r\nX-Evil: 1.txt', "text/plain", 'a"b X-Evil: 1.txt', "text/plain"),
+        ("x.bin", "text/plain\r\nX-Evil: 1", "x.bin", "application/octet-stream"),
+        ("x.eml", "multipart/mixed", "x.eml", "application/octet-stream"),
+        ("", "image/png", "attachment", "image/png"),
+    ],
+)
+def test_attachments_are_encoded_safely(
+    filename: str, content_type: str, name: str, ctype: str
+) -> None:
+    from email import policy
+    from email.parser import BytesParser
+
+    from mailbot.compose import Outgoing, OutgoingFile, Recipient, compose
+
+    raw = compose(
+        Outgoing(
+            sender=Recipient("support@example.org", "Support"),
+            to=[Recipient("anna@example.com")],
+            subject="Re: [#1] Files",
+            text="See attached.",
+            message_id="mb.1.abc.0123456789abcdef@example.org",
+            date=datetime(2030, 1, 1, tzinfo=UTC),
+            attachments=[OutgoingFile(filename, content_type, b"\x00\x01payload")],
+        )
+    )
+    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    assert "X-Evil" not in msg
+    (part,) = list(msg.iter_attachments())  # type: ignore[attr-defined]
+    assert part.get_filename() == name
+    assert part.get_content_type() == ctype
+    assert part.get_payload(decode=True) == b"\x00\x01payload"
+    assert msg.get_body(("plain",)).get_content().strip() == "See attached."  # type: ignore[attr-defined]
