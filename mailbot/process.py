@@ -138,11 +138,14 @@ class Pipeline:
     def drain(self, workers: int = 1) -> Iterator[Processed]:
         """Process until nothing is ready, with ``workers`` threads; yields each result.
 
-        Used by ``mailbot ingest``. Closing the generator early (Ctrl-C) lets
-        every thread finish the mail in hand and give back the one it claimed
-        ahead.
+        Used by ``mailbot ingest``. On SQLite one thread does it, whatever
+        ``workers`` says: with no intake beside them, a second thread only
+        queues for the write lock and stretches the first one's transactions
+        while it holds the GIL (20 % slower, docs/performance.md). Closing the
+        generator early (Ctrl-C) lets every thread finish the mail in hand and
+        give back the one it claimed ahead.
         """
-        if workers <= 1:
+        if workers <= 1 or not self.db.is_postgres:
             worker = self.worker()
             try:
                 while (result := worker.step()) is not None:

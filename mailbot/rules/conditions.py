@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, time
-from functools import cached_property
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mailbot.message import ParsedMessage
-
 # Re-exported: tests and callers know these from here.
+from mailbot.rules.facts import BODY_SEARCH_LIMIT as BODY_SEARCH_LIMIT
+from mailbot.rules.facts import Facts as Facts
+from mailbot.rules.facts import RuleInput as RuleInput
 from mailbot.rules.matching import (
     BODY_PREFIX,
     BODY_WORD,
@@ -47,7 +46,6 @@ from mailbot.rules.matching import (
     SUBJECT_WORD,
     Needs,
     Regex,
-    WordIndex,
     any_of,
     strings,
 )
@@ -56,84 +54,10 @@ from mailbot.rules.matching import Prechecks as Prechecks
 from mailbot.rules.matching import compile_keywords as compile_keywords
 from mailbot.rules.matching import prechecks as prechecks
 
-#: Only this many characters of the body are searched (keywords and regexes).
-BODY_SEARCH_LIMIT: Final = 100_000
 MAIL_CLASSES: Final = ("human", "auto-reply", "bounce", "loop")
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: Ticket priorities, most urgent first.
 PRIORITIES: Final = ("critical", "high", "medium", "low")
-
-
-@dataclass(frozen=True, slots=True)
-class RuleInput:
-    """Everything the rules may look at for one inbound mail.
-
-    ``recipients`` are the addresses the mail came to (envelope RCPT TO, else
-    To and Cc), ``mail_class`` is one of :data:`MAIL_CLASSES`, and
-    ``received_at`` is an aware datetime (UTC by convention).
-    """
-
-    msg: ParsedMessage
-    recipients: tuple[str, ...] = ()
-    is_new_ticket: bool = True
-    customer_known: bool = False
-    mail_class: str = "human"
-    received_at: datetime | None = None
-
-
-class Facts:
-    """One mail as the predicates see it: normalised once, indexed lazily.
-
-    ``category`` and ``priority`` are the decision so far; the engine updates
-    them as rules fire, so later rules can test them.
-    """
-
-    def __init__(self, mail: RuleInput) -> None:
-        self.mail = mail
-        self.category: str | None = None
-        self.priority: str | None = None
-        #: The label of the condition that failed last (the explanation of a miss).
-        self.miss = ""
-
-    @cached_property
-    def raw_body(self) -> str:
-        return self.mail.msg.text[:BODY_SEARCH_LIMIT]
-
-    @property
-    def subject_lower(self) -> str:
-        return self.subject.lowered
-
-    @property
-    def body_lower(self) -> str:
-        return self.body.lowered
-
-    @cached_property
-    def subject(self) -> WordIndex:
-        return WordIndex(self.mail.msg.subject)
-
-    @cached_property
-    def body(self) -> WordIndex:
-        return WordIndex(self.raw_body)
-
-    @cached_property
-    def sender(self) -> str:
-        sender = self.mail.msg.sender
-        return sender.email.lower() if sender else ""
-
-    @cached_property
-    def sender_domain(self) -> str:
-        return self.sender.rpartition("@")[2]
-
-    @cached_property
-    def recipients(self) -> frozenset[str]:
-        return frozenset(r.lower() for r in self.mail.recipients)
-
-    @cached_property
-    def headers(self) -> dict[str, list[str]]:
-        found: dict[str, list[str]] = {}
-        for name, value in self.mail.msg.headers:
-            found.setdefault(name.lower(), []).append(value)
-        return found
 
 
 Predicate = Callable[[Facts], str | None]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from mailbot.rules.actions import Draft
-from mailbot.rules.conditions import Facts, RuleInput
+from mailbot.rules.facts import Facts, RuleInput
 from mailbot.rules.outcome import Outcome, Verdict
 from mailbot.rules.schema import Condition, Rule, RuleSet
 
@@ -140,7 +140,7 @@ def _apply(rule: Rule, hit: str, draft: Draft, facts: Facts) -> Outcome:
     for action in rule.then:
         action.apply(draft)
     facts.category, facts.priority = draft.category, draft.priority
-    return Outcome(rule.id, rule.line, _MATCHED, hit, tuple(a.label for a in rule.then))
+    return Outcome(rule.id, rule.line, _MATCHED, hit, rule.labels)
 
 
 def _decide(

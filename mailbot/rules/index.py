@@ -17,9 +17,10 @@ as before, so the outcome and its explanation are the same.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, repeat
 from typing import NamedTuple
 
-from mailbot.rules.conditions import Facts
+from mailbot.rules.facts import Facts
 from mailbot.rules.matching import (
     BODY_PREFIX,
     BODY_WORD,
@@ -161,16 +162,12 @@ class RuleIndex:
         """
         present = self.present(facts)
         found = set(self.always)
-        by_token, with_others = self.by_token, self.with_others
-        for token in present:
-            rules = by_token.get(token)
-            if rules is not None:
-                found.update(rules)
-            pending = with_others.get(token)
-            if pending is not None:
-                for position, others in pending:
-                    if others <= present:
-                        found.add(position)
+        found.update(chain.from_iterable(map(self.by_token.get, present, repeat(()))))
+        with_others = self.with_others
+        for token in with_others.keys() & present:
+            for position, others in with_others[token]:
+                if others <= present:
+                    found.add(position)
         if strict and self.also:
             also = self.also
             for position in found & also.keys():

@@ -201,6 +201,11 @@ class Rule:
     stop: bool = False
     enabled: bool = True
     description: str = ""
+    #: The labels of ``then``, for the outcome of a match.
+    labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(action.label for action in self.then))
 
 
 @dataclass(frozen=True, slots=True)

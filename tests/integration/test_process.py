@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from collections import Counter as Tally
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -779,6 +780,40 @@ def test_drain_with_workers_keeps_every_conversation_on_its_ticket(
         assert len(messages_of(db, ticket)) == 1 + replies
     assert {r.status for r in rows(db, Inbound)} == {InboundStatus.done}
     assert sorted(t.number for t in rows(db, Ticket)) == list(range(1, customers + 1))
+
+
+def test_worker_threads_keep_every_conversation_on_its_ticket(
+    db: Database, pipeline: Pipeline
+) -> None:
+    """Four ``Worker``s in threads, as the daemon runs them (on SQLite too)."""
+    customers, replies = 20, 2
+    for raw in _conversations(customers, replies):
+        inbox.accept(db, raw, source="smtp")
+    results: list[Processed] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        worker = pipeline.worker()
+        try:
+            while (result := worker.step()) is not None:
+                results.append(result)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+        finally:
+            worker.release()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    # A thread that found nothing ready stops; whatever is left is the others' work.
+    results += list(pipeline.drain())
+    outcomes = Tally(r.outcome for r in results)
+    assert outcomes == {"created": customers, "appended": customers * replies}
+    for ticket in rows(db, Ticket):
+        assert len(messages_of(db, ticket)) == 1 + replies
 
 
 def test_closing_drain_early_gives_back_what_was_claimed_ahead(

@@ -20,8 +20,8 @@ import yaml
 from mailbot.message import Address, Attachment, ParsedMessage
 from mailbot.rules import Directory, RuleInput, RuleSet, evaluate, load_rules
 from mailbot.rules.actions import Draft
-from mailbot.rules.conditions import Facts
 from mailbot.rules.engine import DEFAULT_CATEGORY, DEFAULT_PRIORITY, DEFAULT_SUBCATEGORY
+from mailbot.rules.facts import Facts
 from mailbot.rules.matching import PrefixTable, WordIndex, compile_keywords, normalise
 from mailbot.rules.outcome import Outcome, Verdict
 from mailbot.rules.schema import Condition
