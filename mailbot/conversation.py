@@ -54,6 +54,8 @@ class _Plan:
     related: TicketRow | None = None
     status: TicketStatus | None = None
     reopen: bool = False
+    #: With ``reopen``: the reopenings of the ticket, this one included.
+    reopens: int = 0
     #: A human reply from a participant: the assignee hears of it.
     trusted: bool = False
     #: The customer's answer to the satisfaction survey of a closed ticket.
@@ -166,12 +168,15 @@ class Conversation:
         decision = evaluate(
             self.rules(),
             RuleInput(
-                msg=msg,
+                # On a reply the rules read what the customer wrote now, not the quote
+                # of the mail that was classified already (docs/rules.md, "Replies").
+                msg=msg if plan.new else replace(msg, text=replytext.new_text(msg.text).text),
                 recipients=tuple(item.envelope_to) or tuple(a.email for a in msg.to),
                 is_new_ticket=plan.new,
                 customer_known=customer is not None and not customer.is_new,
                 mail_class=klass.mail_class.value,
                 received_at=now,
+                reopens=plan.reopens,
             ),
             explain=False,
             default_category=self.settings.tickets.default_category,
@@ -329,10 +334,14 @@ class Conversation:
         )
         if effect.action is lifecycle.ReplyAction.new_linked:
             return _Plan(None, related=existing)
+        # A closed ticket comes back (outcome "reopened"); a resolved one takes the
+        # reply and turns ``reopened`` too: both are reopenings for the rules.
+        reopening = effect.status is TicketStatus.reopened
         return _Plan(
             existing,
             status=effect.status,
             reopen=effect.action is lifecycle.ReplyAction.reopen,
+            reopens=tickets.reopen_count(session, existing.id) + 1 if reopening else 0,
             trusted=True,
         )
 

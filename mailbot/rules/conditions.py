@@ -404,6 +404,22 @@ def is_reply(arg: object) -> Predicate:
     return lambda facts: "reply" if (not facts.mail.is_new_ticket) == wanted else None
 
 
+def reopens_ticket(arg: object) -> Predicate:
+    """``true``: the mail reopens its ticket; ``N``: for at least the N-th time."""
+    if isinstance(arg, bool):
+        wanted = arg
+        return lambda facts: "reopens the ticket" if (facts.mail.reopens > 0) == wanted else None
+    if not isinstance(arg, int) or arg < 1:
+        raise ValueError(f"expected true, false or a number of reopenings from 1, got {arg!r}")
+    least = arg
+
+    def test(facts: Facts) -> str | None:
+        count = facts.mail.reopens
+        return f"reopening number {count}" if count >= least else None
+
+    return test
+
+
 # -- the decision so far ----------------------------------------------------------
 
 
@@ -448,6 +464,7 @@ CONDITIONS: Final[Mapping[str, ConditionFactory]] = {
     "mail-class": mail_class,
     "is-new-ticket": is_new_ticket,
     "is-reply": is_reply,
+    "reopens-ticket": reopens_ticket,
     "category-is": category_is,
     "priority-is": priority_is,
     "always": always,

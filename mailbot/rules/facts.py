@@ -20,7 +20,9 @@ class RuleInput:
 
     ``recipients`` are the addresses the mail came to (envelope RCPT TO, else
     To and Cc), ``mail_class`` is one of ``conditions.MAIL_CLASSES``, and
-    ``received_at`` is an aware datetime (UTC by convention).
+    ``received_at`` is an aware datetime (UTC by convention). ``reopens`` is
+    0 unless this mail reopens its ticket; then it counts the reopenings,
+    this one included (1 the first time).
     """
 
     msg: ParsedMessage
@@ -29,6 +31,7 @@ class RuleInput:
     customer_known: bool = False
     mail_class: str = "human"
     received_at: datetime | None = None
+    reopens: int = 0
 
 
 class Facts:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -427,6 +427,20 @@ def set_status(
 _TAGS_OF = select(_ticket.c.tags).where(_ticket.c.id == bindparam("id"))
 _LEVEL_OF = select(_ticket.c.escalation_level).where(_ticket.c.id == bindparam("id"))
 _INSERT_RULE_HIT = _tables["rule_hit"].insert()
+_REOPENS = (
+    select(func.count())
+    .select_from(_history)
+    .where(
+        _history.c.ticket_id == bindparam("id"),
+        _history.c.field == "status",
+        _history.c.new_value == TicketStatus.reopened.value,
+    )
+)
+
+
+def reopen_count(session: Session, ticket_id: int) -> int:
+    """How many times the ticket has been reopened so far (status changes to ``reopened``)."""
+    return int(_conn(session).execute(_REOPENS, {"id": ticket_id}).scalar_one())
 
 
 def add_tags(session: Session, ticket_id: int, tags: Sequence[str]) -> None:

@@ -435,6 +435,56 @@ def test_reply_to_closed_ticket_within_window_reopens_with_history(
     assert ("status", "closed", "reopened") in history(db, 1, "status")
 
 
+REOPEN_RULES = """\
+- id: reopened
+  when: {reopens-ticket: true}
+  then: {add-tags: reopened}
+- id: reopened-twice
+  when: {reopens-ticket: 2}
+  then: {escalate: reopened twice}
+- id: outage
+  when: {text-contains: outage}
+  then: {escalate: outage}
+"""
+
+
+def test_rules_see_reopenings_and_only_the_new_text_of_a_reply(
+    db: Database, settings_for: Callable[..., Settings], tmp_path: Path, clock: FakeClock
+) -> None:
+    rules = tmp_path / "reopen.yaml"
+    rules.write_text(REOPEN_RULES)
+    deliver = Deliver(db, Pipeline(db, settings_for(rules_file=str(rules)), clock=clock), clock)
+    open_ticket(deliver, db)
+
+    def escalations() -> list[str]:
+        return [new for _, _, new in history(db, 1, "escalation")]
+
+    set_ticket(db, 1, status=TicketStatus.closed, closed_at=clock())
+    clock.advance(timedelta(hours=1))
+    first, _ = make_mail("Re: [#1] Printer does not print", body="It broke again.")
+    assert deliver(first).outcome == "reopened"
+    assert ticket(db, 1).tags == ["reopened"]
+    assert escalations() == []  # the first reopening: `reopens-ticket: 2` does not hold
+
+    set_ticket(db, 1, status=TicketStatus.resolved, resolved_at=clock())
+    clock.advance(timedelta(hours=1))
+    second, _ = make_mail("Re: [#1] Printer does not print", body="Still nothing on paper.")
+    assert deliver(second).outcome == "appended"  # resolved: the reply reopens it in place
+    assert ticket(db, 1).status == TicketStatus.reopened
+    assert escalations() == ["1: reopened twice"]
+
+    # A reply that only quotes the word: the rules read the new text, nothing fires.
+    quoting, _ = make_mail(
+        "Re: [#1] Printer does not print",
+        body="Any news?\r\n\r\nOn Mon, Anna wrote:\r\n> Is this an outage?\r\n",
+    )
+    assert deliver(quoting).outcome == "appended"
+    assert escalations() == ["1: reopened twice"]
+    said, _ = make_mail("Re: [#1] Printer does not print", body="Is this an outage?")
+    assert deliver(said).outcome == "appended"
+    assert escalations() == ["1: reopened twice", "2: outage"]
+
+
 def test_reply_to_closed_ticket_after_window_opens_linked_ticket(
     db: Database, deliver: Deliver, clock: FakeClock, settings: Settings
 ) -> None:

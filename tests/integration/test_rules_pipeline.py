@@ -65,6 +65,39 @@ def test_default_rules_classify_and_escalate(db, settings_for):
     assert escalations
 
 
+def test_default_rules_escalate_a_reopening(db, settings_for):
+    settings = settings_for()
+    ticket = process(db, settings, mail("Export question", "How do I export my scenarios?"))
+    with db.transaction() as session:
+        row = session.get(Ticket, ticket.id)
+        assert row is not None
+        row.status = "resolved"
+        row.resolved_at = MONDAY_NOON
+        session.add(row)
+    pipeline = Pipeline(db, settings, clock=lambda: MONDAY_NOON.replace(hour=15))
+    inbox.accept(
+        db,
+        mail(f"Re: [#{ticket.number}] Export question", "The export fails again."),
+        source="test",
+    )
+    result = pipeline.process_next()
+    assert result is not None
+    assert result.outcome == "appended", result
+    with db.transaction() as session:
+        row = session.get(Ticket, ticket.id)
+        escalations = session.exec(
+            select(History.new_value).where(
+                History.ticket_id == ticket.id, History.field == "escalation"
+            )
+        ).all()
+        hits = session.exec(select(RuleHit.rule_id).where(RuleHit.ticket_id == ticket.id)).all()
+    assert row is not None
+    assert row.status == "reopened"
+    assert "reopened" in row.tags
+    assert escalations == ["1: reopened by the customer"]
+    assert "escalate-reopened" in hits
+
+
 def test_question_is_low_priority_usage(db, settings_for):
     ticket = process(
         db, settings_for(), mail("How to set up a connector?", "How do I configure the connector?")

@@ -24,6 +24,7 @@ def mail(
     known=False,
     klass="human",
     at=MONDAY_10_UTC,
+    reopens=0,
 ):
     msg = ParsedMessage(
         message_id="x@y",
@@ -34,7 +35,7 @@ def mail(
         headers=tuple(headers),
         attachments=tuple(attachments),
     )
-    return RuleInput(msg, tuple(recipients), new, known, klass, at)
+    return RuleInput(msg, tuple(recipients), new, known, klass, at, reopens)
 
 
 PDF = Attachment("report.PDF", "application/pdf", b"%PDF")
@@ -139,6 +140,13 @@ CASES = [
     ("is-new-ticket", True, mail(new=False), False),
     ("is-reply", True, mail(new=False), True),
     ("is-reply", False, mail(new=False), False),
+    # reopens-ticket
+    ("reopens-ticket", True, mail(new=False, reopens=1), True),
+    ("reopens-ticket", True, mail(new=False), False),
+    ("reopens-ticket", False, mail(new=False), True),
+    ("reopens-ticket", 2, mail(new=False, reopens=1), False),
+    ("reopens-ticket", 2, mail(new=False, reopens=2), True),
+    ("reopens-ticket", 2, mail(new=False, reopens=3), True),
     # always
     ("always", True, mail(), True),
 ]
@@ -187,6 +195,8 @@ def test_every_condition_has_cases():
         ("time-between", {"start": "09:00"}),
         ("weekday-in", ["funday"]),
         ("mail-class", "robot"),
+        ("reopens-ticket", 0),
+        ("reopens-ticket", "twice"),
         ("priority-is", "urgent"),
         ("always", False),
     ],
