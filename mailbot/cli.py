@@ -14,7 +14,7 @@ import logging
 import mailbox
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -192,9 +192,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         fresh = 0
         with _mailbox(args) as (total, messages):
             progress = Progress(total, "accepted")
-            for done, raw in enumerate(messages, 1):
-                accepted = inbox.accept(db, raw, source="import")
-                fresh += not accepted.duplicate
+            done = 0
+            for batch in _batches(messages):
+                accepted = inbox.accept_many(db, batch, source="import")
+                fresh += sum(not a.duplicate for a in accepted)
+                done += len(batch)
                 progress.update(done)
         print(f"accepted {fresh} new mail(s), {total - fresh} already known", file=sys.stderr)
         if args.no_process:
@@ -211,6 +213,24 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         return EX_OK
     finally:
         db.close()
+
+
+#: An import commits this many mails, or this many bytes, per transaction.
+IMPORT_BATCH_MAILS = 200
+IMPORT_BATCH_BYTES = 8 * 1024 * 1024
+
+
+def _batches(messages: Iterable[bytes]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    size = 0
+    for raw in messages:
+        batch.append(raw)
+        size += len(raw)
+        if len(batch) >= IMPORT_BATCH_MAILS or size >= IMPORT_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def _ingest_pipe(settings: Settings) -> int:

@@ -488,17 +488,7 @@ class Conversation:
                 flags=flags,
             ),
         )
-        for attachment, key in zip(msg.attachments, blob_keys, strict=True):
-            tickets.add_attachment(
-                session,
-                message_id=message_id,
-                file_name=attachment.filename,
-                size=attachment.size,
-                content_type=attachment.content_type,
-                storage_key=key,
-                content_id=attachment.content_id,
-                inline=attachment.inline,
-            )
+        tickets.add_attachments(session, message_id, msg.attachments, blob_keys)
 
     def _bounce(self, session: Session, msg: ParsedMessage, now: datetime) -> Applied | None:
         """A bounce of our own mail: mark the outgoing row; None when it is not ours."""

@@ -557,17 +557,7 @@ class Desk:
                 flags=flags,
             ),
         )
-        for attachment, key in zip(msg.attachments, blob_keys, strict=True):
-            tickets.add_attachment(
-                session,
-                message_id=stored_id,
-                file_name=attachment.filename,
-                size=attachment.size,
-                content_type=attachment.content_type,
-                storage_key=key,
-                content_id=attachment.content_id,
-                inline=attachment.inline,
-            )
+        tickets.add_attachments(session, stored_id, msg.attachments, blob_keys)
         return public
 
     def _merge(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import getaddresses
@@ -252,6 +252,31 @@ def accept(
     Raises StorageUnavailableError (a TransientError) when the database cannot
     take it; the caller must then answer "try again later".
     """
+    with db.begin() as conn:
+        return _insert(conn, raw, source, envelope_from, envelope_to, clock())
+
+
+def accept_many(
+    db: Database, raws: Iterable[bytes], *, source: str, clock: Clock = utcnow
+) -> list[Accepted]:
+    """Commit several raw mails in one transaction, for imports (``mailbot ingest --mbox``).
+
+    All or none: nothing has been acknowledged to anyone before the commit, and
+    an import run again skips what is already in (the same dedupe as ``accept``).
+    """
+    with db.begin() as conn:
+        now = clock()
+        return [_insert(conn, raw, source, "", (), now) for raw in raws]
+
+
+def _insert(
+    conn: Connection,
+    raw: bytes,
+    source: str,
+    envelope_from: str,
+    envelope_to: Sequence[str],
+    now: datetime,
+) -> Accepted:
     key, digest, message_id = dedupe_key(raw)
     sender_key, thread_key = order_keys(raw, envelope_from=envelope_from, message_id=message_id)
     values = {
@@ -265,16 +290,15 @@ def accept(
         "source": source,
         "status": InboundStatus.received.value,
         "attempts": 0,
-        "received_at": clock(),
+        "received_at": now,
         "sender_key": sender_key,
         "thread_key": thread_key,
     }
-    with db.begin() as conn:
-        new_id = conn.execute(_ACCEPT[conn.dialect.name], values).scalar()
-        if new_id is not None:
-            return Accepted(inbound_id=new_id, duplicate=False)
-        existing = conn.execute(_BY_DEDUPE_KEY, {"key": key}).scalar_one()
-        return Accepted(inbound_id=existing, duplicate=True)
+    new_id = conn.execute(_ACCEPT[conn.dialect.name], values).scalar()
+    if new_id is not None:
+        return Accepted(inbound_id=new_id, duplicate=False)
+    existing = conn.execute(_BY_DEDUPE_KEY, {"key": key}).scalar_one()
+    return Accepted(inbound_id=existing, duplicate=True)
 
 
 def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:

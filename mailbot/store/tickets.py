@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
 from mailbot.headers import message_id_key
+from mailbot.message import Attachment
 from mailbot.states import ParticipantRole
 from mailbot.store.models import (
     AuthorType,
@@ -347,28 +348,26 @@ def add_message(session: Session, new: NewMessage) -> int:
     return int(_conn(session).execute(_INSERT_MESSAGE, values).scalar_one())
 
 
-def add_attachment(
-    session: Session,
-    *,
-    message_id: int,
-    file_name: str,
-    size: int,
-    content_type: str,
-    storage_key: str,
-    content_id: str | None,
-    inline: bool,
+def add_attachments(
+    session: Session, message_id: int, files: Sequence[Attachment], keys: Sequence[str]
 ) -> None:
+    """Rows for the files of a stored message; ``keys`` are their blob storage keys."""
+    if not files:
+        return
     _conn(session).execute(
         _INSERT_ATTACHMENT,
-        {
-            "message_id": message_id,
-            "file_name": file_name[:255],
-            "size": size,
-            "content_type": content_type[:255],
-            "storage_key": storage_key,
-            "content_id": content_id[:255] if content_id else None,
-            "inline": inline,
-        },
+        [
+            {
+                "message_id": message_id,
+                "file_name": file.filename[:255],
+                "size": file.size,
+                "content_type": file.content_type[:255],
+                "storage_key": key,
+                "content_id": file.content_id[:255] if file.content_id else None,
+                "inline": file.inline,
+            }
+            for file, key in zip(files, keys, strict=True)
+        ],
     )
 
 

@@ -289,6 +289,32 @@ def test_ingest_no_process_only_accepts(
     assert sources == {"import"}
 
 
+def test_ingest_commits_an_import_in_batches(
+    run: Run,
+    tmp_path: Path,
+    migrated: None,
+    database: Callable[[], Database],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of 2: a duplicate inside a batch and one across batches are both skipped."""
+    monkeypatch.setattr(cli, "IMPORT_BATCH_MAILS", 2)
+    committed: list[int] = []
+    accept_many = inbox.accept_many
+
+    def counting(db: Database, raws: list[bytes], **kwargs: Any) -> list[inbox.Accepted]:
+        committed.append(len(raws))
+        return accept_many(db, raws, **kwargs)
+
+    monkeypatch.setattr(inbox, "accept_many", counting)
+    mails = [make_mail(1), make_mail(1), make_mail(2), make_mail(3), make_mail(2)]
+    code, _, err = run("ingest", "--mbox", str(_mbox(tmp_path / "import.mbox", mails)))
+    assert code == EX_OK
+    assert committed == [2, 2, 1]
+    assert "accepted 3 new mail(s), 2 already known" in err
+    assert ticket_numbers(run) == [1, 2, 3]
+    assert inbox.counts(database())[InboundStatus.done] == 3
+
+
 def test_ingest_mbox_closes_the_mbox_file(run: Run, tmp_path: Path, migrated: None) -> None:
     source = _mbox(tmp_path / "import.mbox", five_mails_one_duplicate())
     with warnings.catch_warnings(record=True) as caught:

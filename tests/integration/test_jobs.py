@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from mailbot.config import Settings
 from mailbot.jobs import Jobs
+from mailbot.message import Attachment as MailAttachment
 from mailbot.process import Pipeline
 from mailbot.scheduler import build_jobs
 from mailbot.states import Priority, TicketStatus
@@ -352,15 +353,8 @@ def test_orphaned_attachment_files_are_deleted(make_world: Callable[..., World])
     number = world.open()
     (first,) = rows(world.db, Message, col(Message.ticket_id) == ticket(world.db, number).id)[:1]
     with world.db.transaction() as session:
-        tickets.add_attachment(
-            session,
-            message_id=first.id,
-            file_name="a.txt",
-            size=10,
-            content_type="text/plain",
-            storage_key=used,
-            content_id=None,
-            inline=False,
+        tickets.add_attachments(
+            session, first.id, [MailAttachment("a.txt", "text/plain", b"referenced")], [used]
         )
     # File ages count on the job's clock: two days old, and one just written.
     old, young = (T0 - timedelta(days=2)).timestamp(), T0.timestamp()

@@ -603,7 +603,7 @@ def crash_on_attachment(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         raise RuntimeError("simulated crash while storing an attachment")
 
-    monkeypatch.setattr("mailbot.conversation.tickets.add_attachment", boom)
+    monkeypatch.setattr("mailbot.conversation.tickets.add_attachments", boom)
     return calls
 
 
@@ -644,7 +644,7 @@ def test_transient_crash_mid_transaction_is_retried_not_half_stored(
     def unavailable(*args: Any, **kwargs: Any) -> None:
         raise StorageUnavailableError("database connection lost")
 
-    monkeypatch.setattr("mailbot.conversation.tickets.add_attachment", unavailable)
+    monkeypatch.setattr("mailbot.conversation.tickets.add_attachments", unavailable)
     result = deliver((EMAILS / "store-attachments.eml").read_bytes())
     assert result.outcome == "retry"
     _assert_nothing_stored(db)
