@@ -45,6 +45,7 @@ from mailbot.headers import (
     split_message_ids,
 )
 from mailbot.store.db import Database
+from mailbot.store.fast import Fast
 from mailbot.store.models import INBOUND_WAITING_WHERE, Inbound, InboundStatus
 from mailbot.store.types import utcnow
 
@@ -92,11 +93,13 @@ class InboundSummary:
 
 
 _inbound = SQLModel.metadata.tables["inbound"]
-_BY_DEDUPE_KEY = select(_inbound.c.id).where(_inbound.c.dedupe_key == bindparam("key"))
+_BY_DEDUPE_KEY = Fast(select(_inbound.c.id).where(_inbound.c.dedupe_key == bindparam("key")))
 _ACCEPT = {
-    name: dialect.insert(_inbound)
-    .on_conflict_do_nothing(index_elements=["dedupe_key"])
-    .returning(_inbound.c.id)
+    name: Fast(
+        dialect.insert(_inbound)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(_inbound.c.id)
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
@@ -159,9 +162,9 @@ def _claim_statement(*, skip_locked: bool) -> Update:
     )
 
 
-_CLAIM = _claim_statement(skip_locked=False)
-_CLAIM_SKIP_LOCKED = _claim_statement(skip_locked=True)
-_DONE = (
+_CLAIM = Fast(_claim_statement(skip_locked=False))
+_CLAIM_SKIP_LOCKED = Fast(_claim_statement(skip_locked=True))
+_DONE_ANY = (
     _inbound.update()
     .where(_inbound.c.id == bindparam("row_id"))
     .values(
@@ -172,9 +175,12 @@ _DONE = (
         next_attempt_at=None,
     )
 )
-_DONE_CLAIMED = _DONE.where(
-    _inbound.c.status == InboundStatus.processing.value,
-    _inbound.c.attempts == bindparam("claim"),
+_DONE = Fast(_DONE_ANY)
+_DONE_CLAIMED = Fast(
+    _DONE_ANY.where(
+        _inbound.c.status == InboundStatus.processing.value,
+        _inbound.c.attempts == bindparam("claim"),
+    )
 )
 
 
@@ -294,10 +300,10 @@ def _insert(
         "sender_key": sender_key,
         "thread_key": thread_key,
     }
-    new_id = conn.execute(_ACCEPT[conn.dialect.name], values).scalar()
+    new_id = _ACCEPT[conn.dialect.name].execute(conn, values).scalar()
     if new_id is not None:
         return Accepted(inbound_id=new_id, duplicate=False)
-    existing = conn.execute(_BY_DEDUPE_KEY, {"key": key}).scalar_one()
+    existing = _BY_DEDUPE_KEY.execute(conn, {"key": key}).scalar_one()
     return Accepted(inbound_id=existing, duplicate=True)
 
 
@@ -321,7 +327,7 @@ def claim_in(conn: Connection, *, clock: Clock = utcnow) -> InboundItem | None:
     current one: one transaction per mail instead of two.
     """
     stmt = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
-    row = conn.execute(stmt, {"now": clock()}).one_or_none()
+    row = stmt.execute(conn, {"now": clock()}).one_or_none()
     if row is None:
         return None
     return InboundItem(
@@ -364,9 +370,9 @@ def mark_done(
     """
     values = {"row_id": inbound_id, "now": clock(), "ticket": ticket_id}
     if claim is None:
-        result = session.connection().execute(_DONE, values)
+        result = _DONE.execute(session.connection(), values)
     else:
-        result = session.connection().execute(_DONE_CLAIMED, {**values, "claim": claim})
+        result = _DONE_CLAIMED.execute(session.connection(), {**values, "claim": claim})
     return int(result.rowcount) == 1
 
 

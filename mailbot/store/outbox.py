@@ -18,6 +18,7 @@ from sqlalchemy import CursorResult, bindparam, func, or_, select, update
 from sqlmodel import Session, SQLModel, col
 
 from mailbot.store.db import Database
+from mailbot.store.fast import Fast
 from mailbot.store.models import Outbound, OutboundStatus
 from mailbot.store.types import utcnow
 
@@ -39,8 +40,8 @@ class OutboundItem:
 
 
 _outbound = SQLModel.metadata.tables["outbound"]
-_INSERT = _outbound.insert().returning(_outbound.c.id)
-_RECENT_AUTO = (
+_INSERT = Fast(_outbound.insert().returning(_outbound.c.id))
+_RECENT_AUTO = Fast(
     select(func.count())
     .select_from(_outbound)
     .where(
@@ -81,7 +82,7 @@ def enqueue(
         "sent_at": None,
         "bounced_at": None,
     }
-    return int(session.connection().execute(_INSERT, values).scalar_one())
+    return int(_INSERT.execute(session.connection(), values).scalar_one())
 
 
 def claim(db: Database, *, clock: Clock = utcnow) -> OutboundItem | None:
@@ -192,7 +193,7 @@ def recover_stale(db: Database, *, lease: timedelta | None, clock: Clock = utcno
 def count_recent_auto(session: Session, recipient: str, since: datetime) -> int:
     """Automatic mails queued for ``recipient`` since ``since`` (the loop-safety cap)."""
     params = {"rcpt": recipient.lower(), "since": since}
-    return int(session.connection().execute(_RECENT_AUTO, params).scalar_one())
+    return int(_RECENT_AUTO.execute(session.connection(), params).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,6 +18,7 @@ from sqlmodel import Session, SQLModel
 from mailbot.headers import message_id_key
 from mailbot.message import Attachment
 from mailbot.states import ParticipantRole
+from mailbot.store.fast import Fast
 from mailbot.store.models import (
     AuthorType,
     Direction,
@@ -39,23 +41,31 @@ _participant, _link, _counter = (
 
 # The pipeline's statements are built once: SQLAlchemy then reuses their
 # compiled form, which is several times cheaper per mail than ORM objects.
-_TICKET_FOR_KEYS = (
-    select(_message.c.ticket_id)
-    .where(_message.c.message_id_key.in_(bindparam("keys", expanding=True)))
-    .order_by(_message.c.id.desc())
-    .limit(1)
-)
-_TICKET_BY_NUMBER = select(_ticket.c.id).where(_ticket.c.number == bindparam("number"))
-_MERGED_INTO = select(_ticket.c.merged_into_id).where(_ticket.c.id == bindparam("id"))
-_REQUESTER_EMAIL = (
+#: Most References headers are short: a statement per count of keys, built once.
+MAX_REFERENCE_KEYS = 100
+
+
+@cache
+def _ticket_for_keys(count: int) -> Fast:
+    keys = [bindparam(f"k{n}") for n in range(count)]
+    return Fast(
+        select(_message.c.ticket_id)
+        .where(_message.c.message_id_key.in_(keys))
+        .order_by(_message.c.id.desc())
+        .limit(1)
+    )
+
+
+_TICKET_BY_NUMBER = Fast(select(_ticket.c.id).where(_ticket.c.number == bindparam("number")))
+_MERGED_INTO = Fast(select(_ticket.c.merged_into_id).where(_ticket.c.id == bindparam("id")))
+#: The requester and the other participants of a ticket, in one statement.
+_PEOPLE = Fast(
     select(_customer.c.email)
     .select_from(_ticket.join(_customer, _customer.c.id == _ticket.c.requester_id))
     .where(_ticket.c.id == bindparam("id"))
+    .union_all(select(_participant.c.email).where(_participant.c.ticket_id == bindparam("id")))
 )
-_PARTICIPANT_EMAILS = select(_participant.c.email).where(
-    _participant.c.ticket_id == bindparam("id")
-)
-_TICKET_ROW = select(
+_TICKET_ROW_SELECT = select(
     _ticket.c.id,
     _ticket.c.number,
     _ticket.c.subject,
@@ -64,27 +74,38 @@ _TICKET_ROW = select(
     _ticket.c.closed_at,
     _ticket.c.requester_id,
 ).where(_ticket.c.id == bindparam("id"))
-_CUSTOMER_BY_EMAIL = select(
-    _customer.c.id, _customer.c.email, _customer.c.name, _customer.c.language, _customer.c.bouncing
-).where(_customer.c.email == bindparam("email"))
-_INSERT_CUSTOMER = _customer.insert().returning(_customer.c.id)
+_TICKET_ROW = Fast(_TICKET_ROW_SELECT)
+_CUSTOMER_BY_EMAIL = Fast(
+    select(
+        _customer.c.id,
+        _customer.c.email,
+        _customer.c.name,
+        _customer.c.language,
+        _customer.c.bouncing,
+    ).where(_customer.c.email == bindparam("email"))
+)
+_INSERT_CUSTOMER = Fast(_customer.insert().returning(_customer.c.id))
 _UPDATE_CUSTOMER = _customer.update().where(_customer.c.id == bindparam("cid"))
 _BOUNCING = _customer.update().where(_customer.c.email == bindparam("addr")).values(bouncing=True)
-_INSERT_TICKET = _ticket.insert().returning(_ticket.c.id)
+_INSERT_TICKET = Fast(_ticket.insert().returning(_ticket.c.id))
 _UPDATE_TICKET = _ticket.update().where(_ticket.c.id == bindparam("tid"))
-_INSERT_HISTORY = _history.insert()
-_INSERT_MESSAGE = _message.insert().returning(_message.c.id)
-_INSERT_ATTACHMENT = _attachment.insert()
+_INSERT_HISTORY = Fast(_history.insert())
+_INSERT_MESSAGE = Fast(_message.insert().returning(_message.c.id))
+_INSERT_ATTACHMENT = Fast(_attachment.insert())
 _INSERT_LINK = _link.insert()
 _NEXT_NUMBER = {
-    name: dialect.insert(_counter)
-    .values(name=TICKET_COUNTER, value=1)
-    .on_conflict_do_update(index_elements=["name"], set_={"value": _counter.c.value + 1})
-    .returning(_counter.c.value)
+    name: Fast(
+        dialect.insert(_counter)
+        .values(name=TICKET_COUNTER, value=1)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": _counter.c.value + 1})
+        .returning(_counter.c.value)
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _ADD_PARTICIPANT = {
-    name: dialect.insert(_participant).on_conflict_do_nothing(index_elements=["ticket_id", "email"])
+    name: Fast(
+        dialect.insert(_participant).on_conflict_do_nothing(index_elements=["ticket_id", "email"])
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 
@@ -124,29 +145,27 @@ class SessionLookup:
         self.conn = _conn(session)
 
     def ticket_for_message_ids(self, message_ids: Sequence[str]) -> int | None:
-        keys = [message_id_key(m) for m in message_ids[:100]]
+        keys = list(dict.fromkeys(message_id_key(m) for m in message_ids[:MAX_REFERENCE_KEYS]))
         if not keys:
             return None
         # Prefer the ticket of the most recent referenced message.
-        ticket_id = self.conn.execute(_TICKET_FOR_KEYS, {"keys": keys}).scalar()
+        params = {f"k{n}": key for n, key in enumerate(keys)}
+        ticket_id = _ticket_for_keys(len(keys)).execute(self.conn, params).scalar()
         return None if ticket_id is None else self.survivor(ticket_id)
 
     def ticket_id_for_number(self, number: int) -> int | None:
-        ticket_id = self.conn.execute(_TICKET_BY_NUMBER, {"number": number}).scalar()
+        ticket_id = _TICKET_BY_NUMBER.execute(self.conn, {"number": number}).scalar()
         return None if ticket_id is None else self.survivor(ticket_id)
 
     def participants(self, ticket_id: int) -> frozenset[str]:
-        found = [
-            *self.conn.execute(_REQUESTER_EMAIL, {"id": ticket_id}).scalars(),
-            *self.conn.execute(_PARTICIPANT_EMAILS, {"id": ticket_id}).scalars(),
-        ]
-        return frozenset(e.lower() for e in found)
+        rows = _PEOPLE.execute(self.conn, {"id": ticket_id}).rows
+        return frozenset(email.lower() for (email,) in rows)
 
     def survivor(self, ticket_id: int) -> int:
         """Follow merges to the ticket that lives on (bounded, so a cycle cannot hang)."""
         current = ticket_id
         for _ in range(32):
-            merged = self.conn.execute(_MERGED_INTO, {"id": current}).scalar()
+            merged = _MERGED_INTO.execute(self.conn, {"id": current}).scalar()
             if merged is None:
                 return int(current)
             current = merged
@@ -156,21 +175,22 @@ class SessionLookup:
 def next_ticket_number(session: Session) -> int:
     """The next ticket number: sequential, never repeated, safe under concurrency."""
     stmt = _NEXT_NUMBER[session.get_bind().dialect.name]
-    return int(_conn(session).execute(stmt).scalar_one())
+    return int(stmt.execute(_conn(session), {}).scalar_one())
 
 
 def ticket_row(session: Session, ticket_id: int) -> TicketRow | None:
-    row = _conn(session).execute(_TICKET_ROW, {"id": ticket_id}).one_or_none()
+    row = _TICKET_ROW.execute(_conn(session), {"id": ticket_id}).one_or_none()
     if row is None:
         return None
+    row_id, number, subject, status, priority, closed_at, requester_id = row
     return TicketRow(
-        id=row.id,
-        number=row.number,
-        subject=row.subject,
-        status=TicketStatus(row.status),
-        priority=Priority(row.priority),
-        closed_at=row.closed_at,
-        requester_id=row.requester_id,
+        id=row_id,
+        number=number,
+        subject=subject,
+        status=TicketStatus(status),
+        priority=Priority(priority),
+        closed_at=closed_at,
+        requester_id=requester_id,
     )
 
 
@@ -191,7 +211,7 @@ def get_or_create_customer(
     """
     email = email.lower()[:320]
     conn = _conn(session)
-    row = conn.execute(_CUSTOMER_BY_EMAIL, {"email": email}).one_or_none()
+    row = _CUSTOMER_BY_EMAIL.execute(conn, {"email": email}).one_or_none()
     if row is None:
         lang = language() if language else None
         values = {
@@ -201,25 +221,26 @@ def get_or_create_customer(
             "bouncing": bool(bouncing),
             "created_at": now,
         }
-        new_id = conn.execute(_INSERT_CUSTOMER, values).scalar_one()
+        new_id = _INSERT_CUSTOMER.execute(conn, values).scalar_one()
         return CustomerRow(new_id, email, name[:200], lang, bool(bouncing), is_new=True)
+    row_id, row_email, row_name, row_language, row_bouncing = row
     changes: dict[str, object] = {}
-    if name and not row.name:
+    if name and not row_name:
         changes["name"] = name[:200]
-    if language and not row.language:
+    if language and not row_language:
         lang = language()
         if lang:
             changes["language"] = lang
-    if bouncing is not None and bool(row.bouncing) != bouncing:
+    if bouncing is not None and bool(row_bouncing) != bouncing:
         changes["bouncing"] = bouncing
     if changes:
-        conn.execute(_UPDATE_CUSTOMER.values(**changes), {"cid": row.id})
+        conn.execute(_UPDATE_CUSTOMER.values(**changes), {"cid": row_id})
     return CustomerRow(
-        row.id,
-        row.email,
-        str(changes.get("name", row.name)),
-        str(changes["language"]) if "language" in changes else row.language,
-        bool(changes.get("bouncing", row.bouncing)),
+        row_id,
+        row_email,
+        str(changes.get("name", row_name)),
+        str(changes["language"]) if "language" in changes else row_language,
+        bool(changes.get("bouncing", row_bouncing)),
     )
 
 
@@ -261,6 +282,7 @@ def create_ticket(
         "tags": list(dict.fromkeys(tags)),
         "spam": spam,
         "escalation_level": 0,
+        "sla_paused_seconds": 0,
         "created_at": now,
         "updated_at": now,
         "resolved_at": None,
@@ -269,7 +291,7 @@ def create_ticket(
         "sla_first_response_due_at": sla_first_response_due_at,
         "sla_resolution_due_at": sla_resolution_due_at,
     }
-    ticket_id = _conn(session).execute(_INSERT_TICKET, values).scalar_one()
+    ticket_id = _INSERT_TICKET.execute(_conn(session), values).scalar_one()
     add_history(session, ticket_id, "status", None, TicketStatus.new.value, actor, now)
     return TicketRow(
         id=ticket_id,
@@ -291,8 +313,8 @@ def add_history(
     actor: str,
     now: datetime,
 ) -> None:
-    _conn(session).execute(
-        _INSERT_HISTORY,
+    _INSERT_HISTORY.execute(
+        _conn(session),
         {
             "ticket_id": ticket_id,
             "field": field_name,
@@ -345,7 +367,7 @@ def add_message(session: Session, new: NewMessage) -> int:
         "flags": list(new.flags),
         "created_at": new.created_at,
     }
-    return int(_conn(session).execute(_INSERT_MESSAGE, values).scalar_one())
+    return int(_INSERT_MESSAGE.execute(_conn(session), values).scalar_one())
 
 
 def add_attachments(
@@ -354,8 +376,8 @@ def add_attachments(
     """Rows for the files of a stored message; ``keys`` are their blob storage keys."""
     if not files:
         return
-    _conn(session).execute(
-        _INSERT_ATTACHMENT,
+    _INSERT_ATTACHMENT.execute(
+        _conn(session),
         [
             {
                 "message_id": message_id,
@@ -376,8 +398,8 @@ def add_participant(
 ) -> None:
     """Make ``email`` a participant of the ticket (once)."""
     stmt = _ADD_PARTICIPANT[session.get_bind().dialect.name]
-    _conn(session).execute(
-        stmt,
+    stmt.execute(
+        _conn(session),
         {
             "ticket_id": ticket_id,
             "email": email.lower()[:320],
@@ -425,7 +447,7 @@ def set_status(
 
 _TAGS_OF = select(_ticket.c.tags).where(_ticket.c.id == bindparam("id"))
 _LEVEL_OF = select(_ticket.c.escalation_level).where(_ticket.c.id == bindparam("id"))
-_INSERT_RULE_HIT = _tables["rule_hit"].insert()
+_INSERT_RULE_HIT = Fast(_tables["rule_hit"].insert())
 _REOPENS = (
     select(func.count())
     .select_from(_history)
@@ -484,8 +506,8 @@ def add_rule_hits(
 ) -> None:
     """Record which rules matched a mail, with their explanations."""
     if hits:
-        _conn(session).execute(
-            _INSERT_RULE_HIT,
+        _INSERT_RULE_HIT.execute(
+            _conn(session),
             [
                 {
                     "inbound_id": inbound_id,
@@ -500,5 +522,8 @@ def add_rule_hits(
         )
 
 
+_TOUCH = Fast(_UPDATE_TICKET.values(updated_at=bindparam("now")))
+
+
 def touch(session: Session, ticket_id: int, now: datetime) -> None:
-    _conn(session).execute(_UPDATE_TICKET.values(updated_at=now), {"tid": ticket_id})
+    _TOUCH.execute(_conn(session), {"tid": ticket_id, "now": now})
