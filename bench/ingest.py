@@ -6,7 +6,8 @@ and Russian text), then for each backend and mode:
 
 * mbox: ``python -m mailbot ingest --mbox FILE`` as a child process on a fresh
   database; wall time from spawn to exit (accept + process); peak memory is the
-  child's ``ru_maxrss`` from ``os.wait4``. With ``--processes N``: the same
+  larger of the child's ``ru_maxrss`` from ``os.wait4`` and the SUM of ``VmHWM``
+  over the child and its parser processes, sampled every 0.1 s. With ``--processes N``: the same
   accept with ``--no-process``, then N ``mailbot ingest`` processes (one worker
   each) drain the inbox together; peak memory is the SUM of their peaks.
 * smtp: ``python -m mailbot run`` as a child process; 8 client threads send
@@ -15,6 +16,7 @@ and Russian text), then for each backend and mode:
   ``VmHWM`` over the daemon and any process it started, read just before SIGTERM.
 
 ``--workers N`` sets ``inbox.workers`` (pipeline threads) of every child.
+``--parse-processes N`` sets ``parse.processes`` (parser children) of every child.
 
 It also runs the *floor*: an in-process loop that parses each mail with the
 standard library and commits one row per mail to a fresh SQLite file (WAL,
@@ -289,6 +291,8 @@ class Backend:
 
 #: ``inbox.workers`` for the children; None leaves mailbot's default.
 WORKERS: int | None = None
+#: ``parse.processes`` for the children; None leaves mailbot's default.
+PARSE_PROCESSES: int | None = None
 
 
 def child_env(data_dir: Path, url: str, **extra: str) -> dict[str, str]:
@@ -296,6 +300,8 @@ def child_env(data_dir: Path, url: str, **extra: str) -> dict[str, str]:
     env.update(MAILBOT_DATA_DIR=str(data_dir), MAILBOT_DATABASE_URL=url, **extra)
     if WORKERS is not None and "MAILBOT_INBOX__WORKERS" not in extra:
         env["MAILBOT_INBOX__WORKERS"] = str(WORKERS)
+    if PARSE_PROCESSES is not None:
+        env["MAILBOT_PARSE__PROCESSES"] = str(PARSE_PROCESSES)
     return env
 
 
@@ -421,11 +427,13 @@ def run_mbox(backend: Backend, corpus: Corpus, mbox: Path, work: Path) -> Result
     proc = subprocess.Popen(mailbot("ingest", "--mbox", str(mbox)), env=env, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     tail = StderrTail(proc.stderr, marker=b"accepted ")
+    tree = TreePeak(proc.pid)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail.thread.join(timeout=10)
-    result = Result(backend.name, "mbox", len(corpus.mails), seconds, usage.ru_maxrss / 1024)
+    peak = max(usage.ru_maxrss / 1024, tree.stop())
+    result = Result(backend.name, "mbox", len(corpus.mails), seconds, peak)
     if tail.marker_at is not None:
         accept = tail.marker_at - start
         result.notes.append(
@@ -476,13 +484,35 @@ def _descendants(pid: int) -> list[int]:
 def _tree_hwm_mb(pid: int) -> float | None:
     """SUM of the peak RSS (VmHWM) of ``pid`` and of every process it started.
 
-    mailbot runs its pipeline workers as threads today; should it ever start
-    processes, their memory counts here, each whole (shared pages included).
+    mailbot's parser children (``parse.processes``) count here, each whole
+    (shared pages included).
     """
     own = _vm_hwm_mb(pid)
     if own is None:
         return None
     return own + sum(_vm_hwm_mb(child) or 0.0 for child in _descendants(pid))
+
+
+class TreePeak:
+    """Samples ``_tree_hwm_mb`` of a running process every 0.1 s; ``stop`` gives the largest.
+
+    For ``mailbot ingest``, whose parser children (``parse.processes``) the
+    child's own ``ru_maxrss`` does not include.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self.done = pid, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.1):
+            self.peak = max(self.peak, _tree_hwm_mb(self.pid) or 0.0)
+
+    def stop(self) -> float:
+        self.done.set()
+        self.thread.join()
+        return self.peak
 
 
 def shards(corpus: Corpus, clients: int) -> list[list[Mail]]:
@@ -733,6 +763,12 @@ def main(argv: list[str] | None = None) -> int:
         help="inbox.workers (pipeline threads) of mailbot; default: mailbot's default",
     )
     p.add_argument(
+        "--parse-processes",
+        type=int,
+        metavar="N",
+        help="parse.processes (parser children) of mailbot; default: mailbot's default",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         metavar="N",
@@ -746,8 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--top", type=int, default=15, help="profile rows to print (15)")
     args = p.parse_args(argv)
-    global WORKERS
-    WORKERS = args.workers
+    global WORKERS, PARSE_PROCESSES
+    WORKERS, PARSE_PROCESSES = args.workers, args.parse_processes
     if args.profile:
         profile(args.profile, args.seed, args.top)
         return 0
@@ -756,7 +792,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = ["mbox", "smtp"] if args.mode == "both" else [args.mode]
     print(machine())
     print(
-        f"inbox.workers: {args.workers or 'default'}"
+        f"inbox.workers: {args.workers or 'default'}; "
+        f"parse.processes: {'default' if args.parse_processes is None else args.parse_processes}"
         + (f"; mbox drained by {args.processes} processes" if args.processes else "")
     )
     t = time.perf_counter()

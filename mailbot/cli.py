@@ -188,7 +188,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not (args.mbox or args.maildir):
         return _ingest_pipe(settings)
     db = _database(settings)
+    # Built first: its parser children load while the mailbox is read in.
+    pipeline = None if args.no_process else Pipeline(db, settings)
     try:
+        if pipeline is not None:
+            pipeline.start()
         fresh = 0
         with _mailbox(args) as (total, messages):
             progress = Progress(total, "accepted")
@@ -199,9 +203,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 done += len(batch)
                 progress.update(done)
         print(f"accepted {fresh} new mail(s), {total - fresh} already known", file=sys.stderr)
-        if args.no_process:
+        if pipeline is None:
             return EX_OK
-        pipeline = Pipeline(db, settings)
         pipeline.sync_people()
         progress = Progress(fresh, "processed")
         outcomes: dict[str, int] = {}
@@ -212,6 +215,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"processed: {summary}", file=sys.stderr)
         return EX_OK
     finally:
+        if pipeline is not None:
+            pipeline.close()
         db.close()
 
 

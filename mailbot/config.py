@@ -87,6 +87,12 @@ class ParseSettings(_Section):
     max_text_chars: int = Field(
         2 * 1024 * 1024, gt=0, description="Longest stored text body; longer is truncated."
     )
+    processes: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Parser child processes of the pipeline; 0 parses in the worker itself.",
+    )
 
     def limits(self) -> ParseLimits:
         return ParseLimits(

@@ -227,6 +227,7 @@ class Daemon:
         await asyncio.to_thread(schema.check_schema, self.db)
         await asyncio.to_thread(self.recover)
         await asyncio.to_thread(self.pipeline.sync_people)
+        await asyncio.to_thread(self.pipeline.start)
         workers = [
             asyncio.create_task(self.run_pipeline()),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),
@@ -267,6 +268,7 @@ class Daemon:
                 await asyncio.to_thread(scheduler.shutdown)
             if web_task is not None:
                 await web_task
+            await asyncio.to_thread(self.pipeline.close)
             self.db.close()
             log.info("stopped", extra={"action": "daemon_stopped"})
         return 0

@@ -9,7 +9,10 @@ catches every exception: a mail that raises anything (``RecursionError`` and
 
 Several workers (``inbox.workers``: threads of one process, ``Worker``) share
 one ``Pipeline``. A worker claims its next row in the transaction that
-completes the current one (one transaction per mail). The inbox's claim keeps
+completes the current one (one transaction per mail). With parser children
+(``parse.processes``, ``parsepool``) a worker keeps two rows claimed ahead: as
+soon as it has the parse of the current mail, it hands the next one to a
+child, which parses it while the worker stores the current one. The inbox's claim keeps
 each sender's and each thread's mail in order, so workers never race on one
 conversation. On SQLite, where one writer at a time holds the database, the
 workers queue for it on a lock of this process; parsing and classifying happen
@@ -25,6 +28,7 @@ import logging
 import queue
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +45,7 @@ from mailbot.conversation import NO_TEXT, Applied, Conversation
 from mailbot.errors import ClaimLostError, PermanentError, TransientError
 from mailbot.message import ParsedMessage
 from mailbot.notify import Notifier
+from mailbot.parsepool import ParsePool, Parsing
 from mailbot.render import MailRenderer
 from mailbot.store import inbox, keyfile
 from mailbot.store import people as people_store
@@ -60,6 +65,17 @@ CONFLICT_TRIES = 3
 #: SQLSTATEs of a transaction that lost a race to another one: unique_violation,
 #: serialization_failure, deadlock_detected. Trying again sees the winner's rows.
 CONFLICT_SQLSTATES = frozenset({"23505", "40001", "40P01"})
+
+
+@dataclass(frozen=True, slots=True)
+class Chained:
+    """What a mail's commit did for the worker's next steps."""
+
+    #: Rows claimed ahead in the commit (the first counted when nothing was held).
+    claimed: list[InboundItem]
+    #: The held row that comes next, its attempt now counted; None when its
+    #: claim was lost. When the mail failed: the held row as it was.
+    promoted: InboundItem | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +112,10 @@ class Pipeline:
         )
         self.blobs = BlobStore(settings.attachment_dir)
         self.limits = settings.parse.limits()
+        processes = settings.parse.processes
+        self.parsing = ParsePool(processes, self.limits) if processes else None
+        #: Rows a worker keeps claimed ahead: the next mail's parse overlaps this one.
+        self.read_ahead = 2 if self.parsing else 1
         self.key = key if key is not None else keyfile.load_or_create(settings.secret_key_path)
         templates = settings.conversation.templates_dir
         renderer = MailRenderer(Path(templates) if templates else None)
@@ -118,6 +138,20 @@ class Pipeline:
         """Write the agents of ``agents.yaml`` to the database (routing assigns by id)."""
         with self.db.transaction() as session:
             people_store.sync_agents(session, self.people, self.clock())
+
+    def start(self) -> None:
+        """Start the parser children ahead of the first mail."""
+        if self.parsing is not None:
+            self.parsing.start()
+
+    def close(self) -> None:
+        """Stop the parser children (the daemon and ``mailbot ingest`` call it on the way out)."""
+        if self.parsing is not None:
+            self.parsing.close()
+
+    def start_parsing(self, item: InboundItem) -> Parsing | None:
+        """Hand a claimed row to a parser child; None when parsing is done in-process."""
+        return self.parsing.submit(item.raw) if self.parsing is not None else None
 
     def claim(self) -> InboundItem | None:
         """Claim the next ready row of the inbox, or None."""
@@ -156,18 +190,37 @@ class Pipeline:
         yield from _Threads(self, workers).results()
 
     def process(self, item: InboundItem) -> Processed:
-        return self.process_chained(item, claim_next=False)[0]
+        return self.process_chained(item, claim_next=0, parsing=self.start_parsing(item))[0]
+
+    def charge(self, item: InboundItem) -> InboundItem | None:
+        """Count the attempt of a row claimed ahead, on its own; None when the claim is lost."""
+        with self.writing, self.db.begin() as conn:
+            return inbox.charge(conn, item, clock=self.clock)
 
     def process_chained(
-        self, item: InboundItem, *, claim_next: bool
-    ) -> tuple[Processed, InboundItem | None]:
-        """Process ``item``; with ``claim_next``, also claim the next row in its commit.
+        self,
+        item: InboundItem,
+        *,
+        claim_next: int,
+        parsing: Parsing | None = None,
+        parsed: Callable[[], None] = lambda: None,
+        promote: InboundItem | None = None,
+    ) -> tuple[Processed, Chained]:
+        """Process ``item``; in its commit, move ``promote`` up and claim more rows.
 
-        The next row comes back claimed (None when nothing was ready, or when
-        this mail failed): the caller processes it or gives it back.
+        ``promote`` is the row claimed ahead that comes next: its attempt is
+        counted in this commit (``inbox.charge``). Up to ``claim_next`` more
+        rows are claimed ahead, uncounted, or counted when nothing is held
+        (the first is then next). When this mail fails nothing is claimed and
+        ``promote`` comes back as it was. ``parsing`` is the item's parse under
+        way in a child; ``parsed`` is called once the mail is parsed, before
+        it is stored.
         """
+        unchanged = Chained([], promote)
         try:
-            stored, following = self._handle(item, claim_next=claim_next)
+            stored, chained = self._handle(
+                item, claim_next=claim_next, parsing=parsing, parsed=parsed, promote=promote
+            )
         except ClaimLostError as exc:
             log.warning(
                 "inbound %d dropped: %s",
@@ -175,11 +228,11 @@ class Pipeline:
                 exc,
                 extra={"action": "inbound_claim_lost", "inbound_id": item.id},
             )
-            return Processed(item.id, "claim-lost", error=str(exc)), None
+            return Processed(item.id, "claim-lost", error=str(exc)), unchanged
         except TransientError as exc:
-            return self._failed(item, exc, transient=True), None
+            return self._failed(item, exc, transient=True), unchanged
         except Exception as exc:  # the per-message boundary: quarantine, go on
-            return self._failed(item, exc, transient=False), None
+            return self._failed(item, exc, transient=False), unchanged
         log.info(
             "inbound %d %s ticket %s",
             item.id,
@@ -192,7 +245,7 @@ class Pipeline:
                 "outcome": stored.outcome,
             },
         )
-        return Processed(item.id, stored.outcome, stored.ticket_number), following
+        return Processed(item.id, stored.outcome, stored.ticket_number), chained
 
     # -- the steps -------------------------------------------------------------
 
@@ -206,21 +259,30 @@ class Pipeline:
             is_our_message_id=lambda mid: signing.ticket_of_message_id(self.key, mid) is not None,
         )
 
-    def _handle(self, item: InboundItem, *, claim_next: bool) -> tuple[Applied, InboundItem | None]:
+    def _handle(
+        self,
+        item: InboundItem,
+        *,
+        claim_next: int,
+        parsing: Parsing | None,
+        parsed: Callable[[], None],
+        promote: InboundItem | None,
+    ) -> tuple[Applied, Chained]:
         # Parsing and classifying need no database: outside the transaction.
-        msg = parser.parse(item.raw, self.limits)
+        msg = parsing.result() if parsing is not None else parser.parse(item.raw, self.limits)
+        parsed()
         klass = self.classify(msg, item)
         if klass.mail_class is MailClass.loop:
             # Our own mail came back: store nothing, answer nothing (B-21).
             with self.writing, self.db.transaction() as session:
-                following = self._done(session, item, None, claim_next=claim_next)
+                chained = self._done(session, item, None, claim_next, promote)
             log.info(
                 "inbound %d ignored: %s",
                 item.id,
                 "; ".join(klass.reasons),
                 extra={"action": "inbound_loop_ignored", "inbound_id": item.id},
             )
-            return Applied("ignored-loop", None, None), following
+            return Applied("ignored-loop", None, None), chained
         # Blobs go to disk before the transaction: a crash in between leaves
         # an orphan file (removed by housekeeping), never a row without its file.
         keys = [self.blobs.put(a.payload) for a in msg.attachments]
@@ -228,8 +290,8 @@ class Pipeline:
             try:
                 with self.writing, self.db.transaction() as session:
                     applied = self.conversation.apply(session, item, msg, klass, keys)
-                    following = self._done(session, item, applied.ticket_id, claim_next=claim_next)
-                return applied, following
+                    chained = self._done(session, item, applied.ticket_id, claim_next, promote)
+                return applied, chained
             except (DBAPIError, TransientError) as exc:
                 if attempt == CONFLICT_TRIES or not _lost_race(exc):
                     raise
@@ -242,16 +304,28 @@ class Pipeline:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _done(
-        self, session: Session, item: InboundItem, ticket_id: int | None, *, claim_next: bool
-    ) -> InboundItem | None:
-        """Mark the row done (only while our claim holds) and claim the next one."""
+        self,
+        session: Session,
+        item: InboundItem,
+        ticket_id: int | None,
+        claim_next: int,
+        promote: InboundItem | None,
+    ) -> Chained:
+        """Mark the row done (only while our claim holds); move up and claim what follows."""
         if not inbox.mark_done(
             session, item.id, ticket_id=ticket_id, claim=item.attempts, clock=self.clock
         ):
             raise ClaimLostError(f"inbound {item.id} was claimed again by another worker")
-        if not claim_next:
-            return None
-        return inbox.claim_in(session.connection(), clock=self.clock)
+        conn = session.connection()
+        promoted = inbox.charge(conn, promote, clock=self.clock) if promote else None
+        claimed: list[InboundItem] = []
+        while len(claimed) < claim_next:
+            next_up = promote is None and not claimed
+            following = inbox.claim_in(conn, clock=self.clock, charge=next_up)
+            if following is None:
+                break
+            claimed.append(following)
+        return Chained(claimed, promoted)
 
     def _failed(self, item: InboundItem, exc: BaseException, *, transient: bool) -> Processed:
         error = _describe(exc)
@@ -297,42 +371,92 @@ class Pipeline:
 
 
 class Worker:
-    """One pipeline worker (one thread): holds the row it claimed ahead.
+    """One pipeline worker (one thread): holds the rows it claimed ahead.
 
-    ``step`` processes the held row, or claims one, and claims the next in
-    the same commit. ``release`` gives the held row back when the worker stops.
+    ``step`` processes the first held row, or claims one, and in the same
+    commit claims more, up to ``Pipeline.read_ahead`` held. With parser
+    children, the next held row goes to a child as soon as the current one is
+    parsed (one parse of this worker under way at a time). ``release`` gives
+    the held rows back when the worker stops.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.held: InboundItem | None = None
+        self.holding: deque[tuple[InboundItem, Parsing | None]] = deque()
+
+    @property
+    def held(self) -> InboundItem | None:
+        """The row this worker will process next, if it holds one."""
+        return self.holding[0][0] if self.holding else None
 
     def step(self, *, claim_next: bool = True) -> Processed | None:
         """Process one row; None when nothing was ready."""
-        item, self.held = self.held, None
-        if item is None:
+        if not self.holding:
             item = self.pipeline.claim()
             if item is None:
                 return None
-        result, self.held = self.pipeline.process_chained(item, claim_next=claim_next)
+            self.holding.append((item, None))
+        item, parsing = self.holding.popleft()
+        if not item.charged:
+            # Held, but the mail before it failed, so its commit did not count
+            # this row's attempt: count it now, on its own.
+            charged = self.pipeline.charge(item)
+            if charged is None:
+                return self._lost(item, parsing)
+            item = charged
+        if parsing is None:
+            parsing = self.pipeline.start_parsing(item)
+        ahead = self.pipeline.read_ahead - len(self.holding) if claim_next else 0
+        promote = self.holding[0][0] if self.holding else None
+        result, chained = self.pipeline.process_chained(
+            item,
+            claim_next=max(ahead, 0),
+            parsing=parsing,
+            parsed=self._parse_next,
+            promote=promote,
+        )
+        if promote is not None:
+            _, next_parsing = self.holding.popleft()
+            if chained.promoted is None:
+                self._lost(promote, next_parsing)
+            else:
+                self.holding.appendleft((chained.promoted, next_parsing))
+        self.holding.extend((row, None) for row in chained.claimed)
         return result
 
+    def _lost(self, item: InboundItem, parsing: Parsing | None) -> Processed:
+        """A held row another worker took back (its lease ran out): drop it."""
+        if parsing is not None:
+            parsing.cancel()
+        log.warning(
+            "inbound %d dropped: claimed again by another worker",
+            item.id,
+            extra={"action": "inbound_claim_lost", "inbound_id": item.id},
+        )
+        return Processed(item.id, "claim-lost", error="claimed again by another worker")
+
+    def _parse_next(self) -> None:
+        if self.holding and self.holding[0][1] is None:
+            item = self.holding[0][0]
+            self.holding[0] = (item, self.pipeline.start_parsing(item))
+
     def release(self) -> None:
-        """Give back the row claimed ahead, without spending one of its attempts."""
-        item, self.held = self.held, None
-        if item is None:
-            return
-        try:
-            with self.pipeline.writing:
-                inbox.release(self.pipeline.db, item)
-        except TransientError:
-            # The database is away: recovery takes the claim back at the next start.
-            log.warning(
-                "inbound %d could not be given back",
-                item.id,
-                exc_info=True,
-                extra={"action": "inbound_release_error", "inbound_id": item.id},
-            )
+        """Give back the rows claimed ahead, without spending one of their attempts."""
+        while self.holding:
+            item, parsing = self.holding.popleft()
+            if parsing is not None:
+                parsing.cancel()
+            try:
+                with self.pipeline.writing:
+                    inbox.release(self.pipeline.db, item)
+            except TransientError:
+                # The database is away: recovery takes the claim back at the next start.
+                log.warning(
+                    "inbound %d could not be given back",
+                    item.id,
+                    exc_info=True,
+                    extra={"action": "inbound_release_error", "inbound_id": item.id},
+                )
 
 
 class _Threads:

@@ -42,10 +42,16 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with the data directory under tmp_path; keyword arguments override."""
+    """Settings with the data directory under tmp_path; keyword arguments override.
+
+    Mail is parsed in the worker itself (``parse.processes = 0``): tests replace
+    the parser, and starting a child per test is slow. The parser children
+    have their own tests (``test_parse_pool.py``), and the daemon tests run
+    them as shipped.
+    """
 
     def build(database_url: str = "", **sections: Any) -> Settings:
-        env = {"MAILBOT_DATA_DIR": str(tmp_path / "var")}
+        env = {"MAILBOT_DATA_DIR": str(tmp_path / "var"), "MAILBOT_PARSE__PROCESSES": "0"}
         if database_url:
             env["MAILBOT_DATABASE_URL"] = database_url
         settings = load_settings(environ=env)

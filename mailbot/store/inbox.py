@@ -18,7 +18,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import getaddresses
 from typing import Any, cast
@@ -74,6 +74,10 @@ class InboundItem:
     envelope_to: tuple[str, ...]
     attempts: int
     received_at: datetime
+    #: False for a row claimed ahead and not yet due: its attempt is counted
+    #: (``charge``) only when the worker moves it up to be processed next, so
+    #: a worker killed while holding it does not count a try against it.
+    charged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +127,7 @@ def _waiting_before(key: str) -> Any:
     )
 
 
-def _claim_statement(*, skip_locked: bool) -> Update:
+def _claim_statement(*, skip_locked: bool, charge: bool = True) -> Update:
     ready = (
         select(_candidate.c.id)
         .where(
@@ -148,7 +152,7 @@ def _claim_statement(*, skip_locked: bool) -> Update:
         .values(
             status=InboundStatus.processing.value,
             claimed_at=bindparam("now"),
-            attempts=_inbound.c.attempts + 1,
+            attempts=_inbound.c.attempts + 1 if charge else _inbound.c.attempts,
         )
         .returning(
             _inbound.c.id,
@@ -162,8 +166,20 @@ def _claim_statement(*, skip_locked: bool) -> Update:
     )
 
 
-_CLAIM = Fast(_claim_statement(skip_locked=False))
-_CLAIM_SKIP_LOCKED = Fast(_claim_statement(skip_locked=True))
+_CLAIM = {
+    (dialect, charge): Fast(_claim_statement(skip_locked=dialect == "postgresql", charge=charge))
+    for dialect in ("sqlite", "postgresql")
+    for charge in (True, False)
+}
+_CHARGE = Fast(
+    _inbound.update()
+    .where(
+        _inbound.c.id == bindparam("row_id"),
+        _inbound.c.status == InboundStatus.processing.value,
+        _inbound.c.attempts == bindparam("claim"),
+    )
+    .values(attempts=_inbound.c.attempts + 1, claimed_at=bindparam("now"))
+)
 _DONE_ANY = (
     _inbound.update()
     .where(_inbound.c.id == bindparam("row_id"))
@@ -320,13 +336,14 @@ def claim(db: Database, *, clock: Clock = utcnow) -> InboundItem | None:
         return claim_in(conn, clock=clock)
 
 
-def claim_in(conn: Connection, *, clock: Clock = utcnow) -> InboundItem | None:
+def claim_in(conn: Connection, *, clock: Clock = utcnow, charge: bool = True) -> InboundItem | None:
     """``claim`` inside the caller's transaction: it commits or rolls back with it.
 
-    The pipeline claims its next row in the transaction that completes the
-    current one: one transaction per mail instead of two.
+    The pipeline claims its next rows in the transaction that completes the
+    current one: one transaction per mail instead of two. ``charge=False``
+    claims a row ahead without counting an attempt (see ``charge``).
     """
-    stmt = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    stmt = _CLAIM[conn.dialect.name, charge]
     row = stmt.execute(conn, {"now": clock()}).one_or_none()
     if row is None:
         return None
@@ -338,7 +355,23 @@ def claim_in(conn: Connection, *, clock: Clock = utcnow) -> InboundItem | None:
         envelope_to=tuple(row[4] or ()),
         attempts=row[5],
         received_at=row[6],
+        charged=charge,
     )
+
+
+def charge(conn: Connection, item: InboundItem, *, clock: Clock = utcnow) -> InboundItem | None:
+    """Count the attempt of a row claimed ahead, now that it is next; None if the claim is lost.
+
+    Done in the commit of the mail before it, so an attempt is counted for
+    every row a dying worker was about to process or processing, and for no
+    row it merely held further ahead.
+    """
+    if item.charged:
+        return item
+    params = {"row_id": item.id, "claim": item.attempts, "now": clock()}
+    if _CHARGE.execute(conn, params).rowcount != 1:
+        return None
+    return replace(item, attempts=item.attempts + 1, charged=True)
 
 
 def _claimed(inbound_id: int, claim: int | None) -> list[Any]:
@@ -446,7 +479,7 @@ def release(db: Database, item: InboundItem) -> bool:
                 .where(*_claimed(item.id, item.attempts))
                 .values(
                     status=InboundStatus.received.value,
-                    attempts=col(Inbound.attempts) - 1,
+                    attempts=col(Inbound.attempts) - (1 if item.charged else 0),
                     claimed_at=None,
                 ),
             )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel
 
@@ -47,7 +47,7 @@ MAX_REFERENCE_KEYS = 100
 
 @cache
 def _ticket_for_keys(count: int) -> Fast:
-    keys = [bindparam(f"k{n}") for n in range(count)]
+    keys: list[BindParameter[str]] = [bindparam(f"k{n}") for n in range(count)]
     return Fast(
         select(_message.c.ticket_id)
         .where(_message.c.message_id_key.in_(keys))

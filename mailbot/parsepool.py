@@ -1,0 +1,264 @@
+"""Parsing in child processes: the pipeline's second core, and a wall around the parser.
+
+Parsing a mail is pure work on bytes (``parse.parse``) and a quarter of a
+mail's processing time. With ``parse.processes`` children, a pipeline worker
+hands the next mail it holds to a child and stores the current one while the
+child parses, so on a machine with two cores the parse costs the worker
+little (docs/performance.md).
+
+Each child is a fresh interpreter (``python -c``, started with
+``subprocess``: the daemon has threads, and forking them is unsafe; it loads
+only the parser, about 30 MB) that reads requests on its stdin and answers on
+its stdout: a frame is a length, a request number and the raw bytes, or the
+pickled ``ParsedMessage`` or exception. No thread of this process moves the
+data (a ``concurrent.futures`` pool does, and its threads contend with the
+workers for the interpreter: measured slower than parsing in place); a thread
+in the child reads requests as they come, so neither side can block the
+other.
+
+The children ignore SIGINT and SIGTERM (the parent decides when they stop: a
+Ctrl-C or systemd's SIGTERM to the whole group must not kill a parse a worker
+is waiting for) and exit as soon as their input ends: when the parent closes
+it, or dies (a SIGKILLed daemon leaves none behind; ``PR_SET_PDEATHSIG`` would
+follow the thread that started the child, not the process). What the parser raises in a child is
+raised again in the worker, with the child's traceback as a note, and handled
+there as before (quarantine). A child that dies (a crash in the parser, the
+out-of-memory killer) fails the mails it held with a ``TransientError``
+(tried again later, quarantined after ``inbox.max_attempts``); the next mail
+starts a new child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import asdict
+from typing import IO
+
+from mailbot import parse
+from mailbot.errors import TransientError
+from mailbot.message import ParsedMessage, ParseLimits
+
+log = logging.getLogger(__name__)
+
+#: A request or answer frame starts with the body's length and the request's number.
+_HEAD = struct.Struct("!IQ")
+_NUMBER = struct.Struct("!Q")
+
+
+def _main(limits: str) -> None:
+    """Entry point of a child (``python -c``): the parse limits come as JSON."""
+    serve(ParseLimits(**json.loads(limits)))
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+def serve(limits: ParseLimits) -> None:
+    """The child's main: parse what comes in on stdin, answer on stdout, until stdin closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Answers go out on a copy of stdout; anything a library prints goes to stderr.
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    requests: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
+
+    def read() -> None:
+        source = sys.stdin.buffer
+        while (frame := _read_frame(source)) is not None:
+            requests.put(frame)
+        # The parent closed our input, or died: nobody waits for an answer any more.
+        os._exit(0)
+
+    threading.Thread(target=read, name="parse-requests", daemon=True).start()
+    while True:
+        head, raw = requests.get()
+        answer: tuple[bool, object]
+        try:
+            answer = (True, parse.parse(raw, limits))
+        except BaseException as exc:  # every error goes back to the worker
+            exc.add_note("in the parser process:\n" + "".join(traceback.format_exception(exc)))
+            answer = (False, exc)
+        try:
+            body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an exception that does not pickle
+            body = pickle.dumps((False, RuntimeError(f"{type(answer[1]).__name__}: {exc}")))
+        try:
+            answers.write(_HEAD.pack(len(body), *_NUMBER.unpack(head)) + body)
+            answers.flush()
+        except OSError:
+            return
+
+
+def _read_frame(source: IO[bytes]) -> tuple[bytes, bytes] | None:
+    """(number, body) of the next frame, or None at the end of the stream."""
+    head = _read_exactly(source, _HEAD.size)
+    if head is None:
+        return None
+    size, number = _HEAD.unpack(head)
+    body = _read_exactly(source, size)
+    return None if body is None else (_NUMBER.pack(number), body)
+
+
+def _read_exactly(source: IO[bytes], size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = source.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+# -- the parent ---------------------------------------------------------------------------
+
+
+class _Child:
+    """One child process and its pipes; answers read by whichever worker waits first."""
+
+    def __init__(self, limits: ParseLimits) -> None:
+        code = f"from mailbot.parsepool import _main; _main({json.dumps(asdict(limits))!r})"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.requests: IO[bytes] = self.process.stdin
+        self.replies: IO[bytes] = self.process.stdout
+        self.sending = threading.Lock()
+        self.receiving = threading.Lock()
+        self.answers: dict[int, tuple[bool, object]] = {}
+        self.dead: str | None = None
+
+    def alive(self) -> bool:
+        return self.dead is None and self.process.poll() is None
+
+    def send(self, number: int, raw: bytes) -> None:
+        with self.sending:
+            if self.dead is None:
+                try:
+                    self.requests.write(_HEAD.pack(len(raw), number) + raw)
+                    self.requests.flush()
+                except (OSError, ValueError) as exc:
+                    self.dead = f"{type(exc).__name__}: {exc}"
+
+    def answer(self, number: int) -> tuple[bool, object]:
+        with self.receiving:
+            while number not in self.answers:
+                if self.dead is not None:
+                    raise TransientError(f"the parser process died ({self.dead})")
+                try:
+                    frame = _read_frame(self.replies)
+                except (OSError, ValueError) as exc:
+                    frame, self.dead = None, f"{type(exc).__name__}: {exc}"
+                if frame is None:
+                    self.dead = self.dead or f"exit code {self.process.poll()}"
+                    continue
+                (got,) = _NUMBER.unpack(frame[0])
+                self.answers[got] = pickle.loads(frame[1])
+            return self.answers.pop(number)
+
+    def forget(self, number: int) -> None:
+        """A parse nobody will wait for: its answer is dropped when it comes."""
+        with self.receiving:
+            self.answers.pop(number, None)
+
+    def close(self, wait: float = 5) -> None:
+        """Close the pipes; the child ends at the end of its input, or is killed after ``wait``."""
+        self.dead = self.dead or "closed"
+        with contextlib.suppress(OSError, ValueError):
+            self.requests.close()
+        try:
+            self.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        with contextlib.suppress(OSError, ValueError):
+            self.replies.close()
+
+
+class Parsing:
+    """A parse of one mail under way in a child; ``result`` waits for it."""
+
+    __slots__ = ("_child", "_number")
+
+    def __init__(self, child: _Child, number: int) -> None:
+        self._child = child
+        self._number = number
+
+    def result(self) -> ParsedMessage:
+        ok, value = self._child.answer(self._number)
+        if ok:
+            assert isinstance(value, ParsedMessage)
+            return value
+        assert isinstance(value, BaseException)
+        raise value
+
+    def cancel(self) -> None:
+        self._child.forget(self._number)
+
+
+class ParsePool:
+    """``processes`` parser children, started at the first mail and shared by all workers."""
+
+    def __init__(self, processes: int, limits: ParseLimits) -> None:
+        self.processes = processes
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._children: list[_Child | None] = [None] * processes
+        self._numbers = itertools.count(1)
+
+    def start(self) -> None:
+        """Start the children now rather than at the first mail (they take a moment to load)."""
+        with self._lock:
+            for slot in range(self.processes):
+                self._child(slot)
+
+    def submit(self, raw: bytes) -> Parsing:
+        """Hand a mail to a child (round robin); a dead child is replaced first."""
+        with self._lock:
+            number = next(self._numbers)
+            child = self._child(number % self.processes)
+        child.send(number, raw)
+        return Parsing(child, number)
+
+    def _child(self, slot: int) -> _Child:
+        child = self._children[slot]
+        if child is None or not child.alive():
+            if child is not None:
+                log.warning(
+                    "a parser process died (%s); starting a new one",
+                    child.dead or f"exit code {child.process.poll()}",
+                    extra={"action": "parse_process_restarted"},
+                )
+                child.dead = child.dead or "exited"
+                child.close(wait=0)
+            child = self._children[slot] = _Child(self.limits)
+        return child
+
+    def pids(self) -> list[int]:
+        """The children's process ids (for operators and tests)."""
+        with self._lock:
+            return [c.process.pid for c in self._children if c is not None]
+
+    def close(self) -> None:
+        with self._lock:
+            children, self._children = self._children, [None] * self.processes
+        for child in children:
+            if child is not None:
+                child.close()
