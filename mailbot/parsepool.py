@@ -19,13 +19,14 @@ other.
 The children ignore SIGINT and SIGTERM (the parent decides when they stop: a
 Ctrl-C or systemd's SIGTERM to the whole group must not kill a parse a worker
 is waiting for) and exit as soon as their input ends: when the parent closes
-it, or dies (a SIGKILLed daemon leaves none behind; ``PR_SET_PDEATHSIG`` would
-follow the thread that started the child, not the process). What the parser raises in a child is
-raised again in the worker, with the child's traceback as a note, and handled
-there as before (quarantine). A child that dies (a crash in the parser, the
-out-of-memory killer) fails the mails it held with a ``TransientError``
-(tried again later, quarantined after ``inbox.max_attempts``); the next mail
-starts a new child.
+it, or dies (a SIGKILLed daemon leaves none behind; ``PR_SET_PDEATHSIG``
+would follow the thread that started the child, not the process). What the
+parser raises in a child is raised again in the worker, with the child's
+traceback as a note, and handled there as before (quarantine). A child that
+dies (a crash in the parser, the out-of-memory killer) fails the mails it
+held with a ``TransientError`` (tried again later, quarantined after
+``inbox.max_attempts``); the next mail starts a new child. A parse that never
+ends would hold its worker: the parse limits are what prevents it.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class _Child:
         self.sending = threading.Lock()
         self.receiving = threading.Lock()
         self.answers: dict[int, tuple[bool, object]] = {}
+        self.forgotten: set[int] = set()
         self.dead: str | None = None
 
     def alive(self) -> bool:
@@ -170,13 +172,20 @@ class _Child:
                     self.dead = self.dead or f"exit code {self.process.poll()}"
                     continue
                 (got,) = _NUMBER.unpack(frame[0])
-                self.answers[got] = pickle.loads(frame[1])
+                if got in self.forgotten:
+                    self.forgotten.discard(got)
+                    continue
+                try:
+                    self.answers[got] = pickle.loads(frame[1])
+                except Exception as exc:  # the answer is another worker's: never lose it
+                    self.answers[got] = (False, RuntimeError(f"unreadable parser answer: {exc!r}"))
             return self.answers.pop(number)
 
     def forget(self, number: int) -> None:
         """A parse nobody will wait for: its answer is dropped when it comes."""
         with self.receiving:
-            self.answers.pop(number, None)
+            if self.answers.pop(number, None) is None:
+                self.forgotten.add(number)
 
     def close(self, wait: float = 5) -> None:
         """Close the pipes; the child ends at the end of its input, or is killed after ``wait``."""

@@ -12,18 +12,18 @@ one ``Pipeline``. A worker claims its next row in the transaction that
 completes the current one (one transaction per mail). With parser children
 (``parse.processes``, ``parsepool``) a worker keeps two rows claimed ahead: as
 soon as it has the parse of the current mail, it hands the next one to a
-child, which parses it while the worker stores the current one. The inbox's claim keeps
-each sender's and each thread's mail in order, so workers never race on one
-conversation. On SQLite, where one writer at a time holds the database, the
-workers queue for it on a lock of this process; parsing and classifying happen
-outside the transaction and overlap with another worker's writes. On
+child, which parses it while the worker stores the current one. The inbox's
+claim keeps each sender's and each thread's mail in order, so workers never
+race on one conversation. On SQLite, where one writer at a time holds the
+database, every writer of the process (workers, listeners, jobs) queues on
+the ``Database``'s lock; parsing and classifying happen outside the
+transaction and overlap with another thread's writes. On
 PostgreSQL their transactions run side by side; when two of them still meet
 on a row (a unique key, a deadlock), the later one is tried again at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -104,12 +104,6 @@ class Pipeline:
         self.db = db
         self.settings = settings
         self.clock = clock
-        # SQLite takes one writer at a time (BEGIN IMMEDIATE) and makes the others
-        # sleep in its busy handler (1 ms, 2 ms, 5 ms, ...): the workers of this
-        # process queue on a lock instead. PostgreSQL needs none.
-        self.writing: contextlib.AbstractContextManager[object] = (
-            contextlib.nullcontext() if db.is_postgres else threading.Lock()
-        )
         self.blobs = BlobStore(settings.attachment_dir)
         self.limits = settings.parse.limits()
         processes = settings.parse.processes
@@ -155,8 +149,7 @@ class Pipeline:
 
     def claim(self) -> InboundItem | None:
         """Claim the next ready row of the inbox, or None."""
-        with self.writing:
-            return inbox.claim(self.db, clock=self.clock)
+        return inbox.claim(self.db, clock=self.clock)
 
     def process_next(self) -> Processed | None:
         """Process one ready row; None when the inbox has nothing ready."""
@@ -194,7 +187,7 @@ class Pipeline:
 
     def charge(self, item: InboundItem) -> InboundItem | None:
         """Count the attempt of a row claimed ahead, on its own; None when the claim is lost."""
-        with self.writing, self.db.begin() as conn:
+        with self.db.begin() as conn:
             return inbox.charge(conn, item, clock=self.clock)
 
     def process_chained(
@@ -274,7 +267,7 @@ class Pipeline:
         klass = self.classify(msg, item)
         if klass.mail_class is MailClass.loop:
             # Our own mail came back: store nothing, answer nothing (B-21).
-            with self.writing, self.db.transaction() as session:
+            with self.db.transaction() as session:
                 chained = self._done(session, item, None, claim_next, promote)
             log.info(
                 "inbound %d ignored: %s",
@@ -288,7 +281,7 @@ class Pipeline:
         keys = [self.blobs.put(a.payload) for a in msg.attachments]
         for attempt in range(1, CONFLICT_TRIES + 1):
             try:
-                with self.writing, self.db.transaction() as session:
+                with self.db.transaction() as session:
                     applied = self.conversation.apply(session, item, msg, klass, keys)
                     chained = self._done(session, item, applied.ticket_id, claim_next, promote)
                 return applied, chained
@@ -336,10 +329,9 @@ class Pipeline:
                 delay = timedelta(
                     seconds=self.settings.inbox.retry_seconds * 2 ** (item.attempts - 1)
                 )
-                with self.writing:
-                    inbox.retry_later(
-                        self.db, item.id, error, delay=delay, claim=item.attempts, clock=self.clock
-                    )
+                inbox.retry_later(
+                    self.db, item.id, error, delay=delay, claim=item.attempts, clock=self.clock
+                )
                 log.warning(
                     "inbound %d failed, retry in %s: %s",
                     item.id,
@@ -348,8 +340,7 @@ class Pipeline:
                     extra={"action": "inbound_retry", **extra},
                 )
                 return Processed(item.id, "retry", error=error)
-            with self.writing:
-                inbox.shunt(self.db, item.id, error, claim=item.attempts, clock=self.clock)
+            inbox.shunt(self.db, item.id, error, claim=item.attempts, clock=self.clock)
         except TransientError:
             # The database itself is gone: the claim stays and recovery takes it back.
             log.exception(
@@ -447,8 +438,7 @@ class Worker:
             if parsing is not None:
                 parsing.cancel()
             try:
-                with self.pipeline.writing:
-                    inbox.release(self.pipeline.db, item)
+                inbox.release(self.pipeline.db, item)
             except TransientError:
                 # The database is away: recovery takes the claim back at the next start.
                 log.warning(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -16,6 +17,7 @@ from sqlmodel import Session, create_engine
 from mailbot.errors import StorageUnavailableError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long a SQLite writer waits for the lock before giving up, in ms.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -104,6 +106,16 @@ class Database:
         self.read_only = read_only
         factory = make_read_only_engine if read_only else make_engine
         self.engine = factory(url, pool_size=pool_size)
+        # SQLite has one writer at a time (BEGIN IMMEDIATE), and a connection that
+        # finds the database locked sleeps in its busy handler (1 ms, 2 ms, 5 ms,
+        # ... up to 100 ms) before looking again: under a burst the pipeline
+        # workers slept while the listeners committed, and the other way round.
+        # The threads of this process queue on a lock instead and take turns at
+        # once. Reentrant: a thread already in a transaction may open another
+        # (it then waits for SQLite itself, as before). PostgreSQL needs none.
+        self._writing: AbstractContextManager[Any] | None = (
+            threading.RLock() if self.engine.dialect.name == "sqlite" and not read_only else None
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -114,11 +126,11 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     def transaction(self) -> AbstractContextManager[Session]:
-        return transaction(self.engine)
+        return _serialised(self._writing, transaction(self.engine))
 
     def begin(self) -> AbstractContextManager[Connection]:
         """A Core connection in a transaction: cheaper than a Session for one statement."""
-        return connection(self.engine)
+        return _serialised(self._writing, connection(self.engine))
 
     def ping(self) -> None:
         """Raise StorageUnavailableError unless the database answers."""
@@ -127,6 +139,18 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def _serialised(
+    lock: AbstractContextManager[Any] | None, inner: AbstractContextManager[T]
+) -> Iterator[T]:
+    if lock is None:
+        with inner as value:
+            yield value
+        return
+    with lock, inner as value:
+        yield value
 
 
 @contextmanager
