@@ -168,7 +168,8 @@ class Pipeline:
         Used by ``mailbot ingest``. On SQLite one thread does it, whatever
         ``workers`` says: with no intake beside them, a second thread only
         queues for the write lock and stretches the first one's transactions
-        while it holds the GIL (20 % slower, docs/performance.md). Closing the
+        while it holds the interpreter (the parser children already use the
+        second core). Closing the
         generator early (Ctrl-C) lets every thread finish the mail in hand and
         give back the one it claimed ahead.
         """
