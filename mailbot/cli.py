@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from mailbot import __version__, cli_jobs, cli_ops, daemon, loaders, logsetup, views
+from mailbot import __version__, cli_jobs, cli_ops, loaders, logsetup, views
 from mailbot import parse as parser
 from mailbot.classify import classify
 from mailbot.config import Settings, load_settings, masked
 from mailbot.errors import ConfigError, MailbotError, ParseError, SchemaError
-from mailbot.ingest import imap_check
 from mailbot.process import Pipeline
 from mailbot.store import credentials, inbox, schema
 from mailbot.store.db import Database
@@ -52,6 +51,11 @@ def _database(settings: Settings, *, check: bool = True) -> Database:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the listeners, the web page and the scheduler load aiosmtpd,
+    # FastAPI, uvicorn and APScheduler, which the other commands (above all
+    # `mailbot ingest` behind an MTA, once per mail) need not pay for.
+    from mailbot import daemon
+
     return daemon.run(settings)
 
 
@@ -132,6 +136,8 @@ def cmd_imap(args: argparse.Namespace, settings: Settings) -> int:
         if db is not None:
             db.close()
         db = None
+    from mailbot.ingest import imap_check  # imapclient: this command only
+
     try:
         return imap_check.check(mailboxes, db, sys.stdout)
     finally:

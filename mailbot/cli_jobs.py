@@ -15,7 +15,6 @@ from zoneinfo import ZoneInfo
 from mailbot.config import Settings
 from mailbot.jobs import DryRun, Jobs
 from mailbot.process import Pipeline
-from mailbot.scheduler import build_jobs
 from mailbot.store import schema
 from mailbot.store.db import Database
 
@@ -43,6 +42,8 @@ def _jobs(settings: Settings) -> tuple[Database, Jobs]:
     schema.check_schema(db)
     pipeline = Pipeline(db, settings)
     pipeline.sync_people()
+    from mailbot.scheduler import build_jobs  # APScheduler: job commands only
+
     return db, build_jobs(db, pipeline)
 
 
