@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -246,7 +247,9 @@ class Daemon:
         await asyncio.to_thread(schema.check_schema, self.db)
         await asyncio.to_thread(self.recover)
         await asyncio.to_thread(self.pipeline.sync_people)
-        await asyncio.to_thread(self.pipeline.start)
+        # Before the workers claim anything: a worker that claimed mail and then
+        # waited for a child to load would hold it through a kill in that time.
+        await asyncio.to_thread(functools.partial(self.pipeline.start, wait=True))
         workers = [
             asyncio.create_task(self.run_pipeline()),
             asyncio.create_task(self.loop("sender", self.send_step, self.wake_sender)),

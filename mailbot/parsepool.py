@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 #: A request or answer frame starts with the body's length and the request's number.
 _HEAD = struct.Struct("!IQ")
 _NUMBER = struct.Struct("!Q")
+#: The number of the empty frame a child sends once it has loaded the parser.
+_READY = 0
+#: How long ``ParsePool.start(wait=True)`` waits for a child to load.
+READY_TIMEOUT_SECONDS = 60.0
 
 
 def _main(limits: str) -> None:
@@ -83,6 +87,8 @@ def serve(limits: ParseLimits) -> None:
         os._exit(0)
 
     threading.Thread(target=read, name="parse-requests", daemon=True).start()
+    answers.write(_HEAD.pack(0, _READY))  # loaded: the parent may count on us now
+    answers.flush()
     while True:
         head, raw = requests.get()
         answer: tuple[bool, object]
@@ -145,6 +151,7 @@ class _Child:
         self.receiving = threading.Lock()
         self.answers: dict[int, tuple[bool, object]] = {}
         self.forgotten: set[int] = set()
+        self.ready = threading.Event()
         self.dead: str | None = None
 
     def alive(self) -> bool:
@@ -172,6 +179,9 @@ class _Child:
                     self.dead = self.dead or f"exit code {self.process.poll()}"
                     continue
                 (got,) = _NUMBER.unpack(frame[0])
+                if got == _READY:
+                    self.ready.set()
+                    continue
                 if got in self.forgotten:
                     self.forgotten.discard(got)
                     continue
@@ -180,6 +190,27 @@ class _Child:
                 except Exception as exc:  # the answer is another worker's: never lose it
                     self.answers[got] = (False, RuntimeError(f"unreadable parser answer: {exc!r}"))
             return self.answers.pop(number)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the child has loaded (its first frame); False if it died or timed out."""
+        if self.ready.is_set():
+            return True
+        reader = threading.Thread(target=self._read_ready, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return self.ready.is_set()
+
+    def _read_ready(self) -> None:
+        with self.receiving:
+            while not self.ready.is_set() and self.dead is None:
+                try:
+                    frame = _read_frame(self.replies)
+                except (OSError, ValueError) as exc:
+                    frame, self.dead = None, f"{type(exc).__name__}: {exc}"
+                if frame is None:
+                    self.dead = self.dead or f"exit code {self.process.poll()}"
+                elif _NUMBER.unpack(frame[0])[0] == _READY:
+                    self.ready.set()
 
     def forget(self, number: int) -> None:
         """A parse nobody will wait for: its answer is dropped when it comes."""
@@ -232,11 +263,22 @@ class ParsePool:
         self._children: list[_Child | None] = [None] * processes
         self._numbers = itertools.count(1)
 
-    def start(self) -> None:
-        """Start the children now rather than at the first mail (they take a moment to load)."""
+    def start(self, *, wait: bool = False) -> None:
+        """Start the children now rather than at the first mail (they take a moment to load).
+
+        With ``wait``, return once each has loaded: the daemon does, so that its
+        workers do not claim mail and then sit on it while a child loads.
+        """
         with self._lock:
-            for slot in range(self.processes):
-                self._child(slot)
+            children = [self._child(slot) for slot in range(self.processes)]
+        if wait:
+            for child in children:
+                if not child.wait_ready(READY_TIMEOUT_SECONDS):
+                    log.warning(
+                        "a parser process did not start (%s)",
+                        child.dead or "timed out",
+                        extra={"action": "parse_process_slow_start"},
+                    )
 
     def submit(self, raw: bytes) -> Parsing:
         """Hand a mail to a child (round robin); a dead child is replaced first."""
@@ -259,6 +301,11 @@ class ParsePool:
                 child.close(wait=0)
             child = self._children[slot] = _Child(self.limits)
         return child
+
+    def loaded(self) -> bool:
+        """Whether every child has started and loaded the parser."""
+        with self._lock:
+            return all(c is not None and c.ready.is_set() for c in self._children)
 
     def pids(self) -> list[int]:
         """The children's process ids (for operators and tests)."""

@@ -133,10 +133,10 @@ class Pipeline:
         with self.db.transaction() as session:
             people_store.sync_agents(session, self.people, self.clock())
 
-    def start(self) -> None:
-        """Start the parser children ahead of the first mail."""
+    def start(self, *, wait: bool = False) -> None:
+        """Start the parser children ahead of the first mail (``wait``: until loaded)."""
         if self.parsing is not None:
-            self.parsing.start()
+            self.parsing.start(wait=wait)
 
     def close(self) -> None:
         """Stop the parser children (the daemon and ``mailbot ingest`` call it on the way out)."""

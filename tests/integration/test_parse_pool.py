@@ -117,7 +117,9 @@ def test_a_killed_child_fails_its_mail_as_transient_and_is_replaced(pool: ParseP
 
 
 def test_close_stops_the_children(pool: ParsePool) -> None:
-    pool.start()
+    assert not pool.loaded()
+    pool.start(wait=True)  # as the daemon does, before its workers claim mail
+    assert pool.loaded()
     pids = pool.pids()
     assert len(pids) == 1
     pool.close()
