@@ -171,24 +171,7 @@ class _Child:
             while number not in self.answers:
                 if self.dead is not None:
                     raise TransientError(f"the parser process died ({self.dead})")
-                try:
-                    frame = _read_frame(self.replies)
-                except (OSError, ValueError) as exc:
-                    frame, self.dead = None, f"{type(exc).__name__}: {exc}"
-                if frame is None:
-                    self.dead = self.dead or f"exit code {self.process.poll()}"
-                    continue
-                (got,) = _NUMBER.unpack(frame[0])
-                if got == _READY:
-                    self.ready.set()
-                    continue
-                if got in self.forgotten:
-                    self.forgotten.discard(got)
-                    continue
-                try:
-                    self.answers[got] = pickle.loads(frame[1])
-                except Exception as exc:  # the answer is another worker's: never lose it
-                    self.answers[got] = (False, RuntimeError(f"unreadable parser answer: {exc!r}"))
+                self._receive()
             return self.answers.pop(number)
 
     def wait_ready(self, timeout: float) -> bool:
@@ -203,14 +186,27 @@ class _Child:
     def _read_ready(self) -> None:
         with self.receiving:
             while not self.ready.is_set() and self.dead is None:
-                try:
-                    frame = _read_frame(self.replies)
-                except (OSError, ValueError) as exc:
-                    frame, self.dead = None, f"{type(exc).__name__}: {exc}"
-                if frame is None:
-                    self.dead = self.dead or f"exit code {self.process.poll()}"
-                elif _NUMBER.unpack(frame[0])[0] == _READY:
-                    self.ready.set()
+                self._receive()
+
+    def _receive(self) -> None:
+        """Read one frame and file it (``receiving`` held): ready, an answer, or dead."""
+        try:
+            frame = _read_frame(self.replies)
+        except (OSError, ValueError) as exc:
+            frame, self.dead = None, f"{type(exc).__name__}: {exc}"
+        if frame is None:
+            self.dead = self.dead or f"exit code {self.process.poll()}"
+            return
+        (got,) = _NUMBER.unpack(frame[0])
+        if got == _READY:
+            self.ready.set()
+        elif got in self.forgotten:
+            self.forgotten.discard(got)
+        else:
+            try:
+                self.answers[got] = pickle.loads(frame[1])
+            except Exception as exc:  # the answer may be another worker's: never lose it
+                self.answers[got] = (False, RuntimeError(f"unreadable parser answer: {exc!r}"))
 
     def forget(self, number: int) -> None:
         """A parse nobody will wait for: its answer is dropped when it comes."""
