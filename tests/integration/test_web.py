@@ -65,19 +65,22 @@ def build_site(settings: Settings) -> Iterator[Site]:
     schema.upgrade(db)
     pipeline = Pipeline(db, settings)
     numbers: dict[str, int] = {}
-    for name in HOSTILE:
-        accepted = inbox.accept(db, (EMAILS / name).read_bytes(), source="test")
-        result = pipeline.process_next()
-        assert result is not None, name
-        with db.transaction() as s:
-            row = s.execute(
-                text(
-                    "SELECT t.number FROM inbound i JOIN ticket t ON t.id = i.ticket_id "
-                    "WHERE i.id = :id"
-                ),
-                {"id": accepted.inbound_id},
-            ).scalar_one()
-        numbers[name] = int(row)
+    try:
+        for name in HOSTILE:
+            accepted = inbox.accept(db, (EMAILS / name).read_bytes(), source="test")
+            result = pipeline.process_next()
+            assert result is not None, name
+            with db.transaction() as s:
+                row = s.execute(
+                    text(
+                        "SELECT t.number FROM inbound i JOIN ticket t ON t.id = i.ticket_id "
+                        "WHERE i.id = :id"
+                    ),
+                    {"id": accepted.inbound_id},
+                ).scalar_one()
+            numbers[name] = int(row)
+    finally:
+        pipeline.close()  # settings built without make_settings parse in a child process
     now = datetime.now(UTC)
     with db.transaction() as s:
         s.add(Agent(email=AGENT, name="Olga"))
