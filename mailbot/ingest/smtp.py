@@ -1,6 +1,7 @@
 """The SMTP and LMTP listener: one aiosmtpd handler served both ways.
 
-A ``250`` is given only after ``inbox.accept`` has committed the raw bytes.
+A ``250`` is given only after the raw bytes are committed (the mails of
+concurrent sessions in one transaction: ``GroupCommit``).
 Any internal error answers ``451`` so that the sending MTA keeps the mail and
 retries (aiosmtpd's default would be ``500``, which makes senders give up).
 Recipients that are not ours get ``550`` at RCPT: never an open relay. Mail
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -47,6 +48,82 @@ class _LMTP(LMTP):
     line_length_limit = LINE_LENGTH_LIMIT
 
 
+#: Most mails one group commit carries.
+GROUP_COMMIT_MAX = 64
+
+
+class GroupCommit:
+    """Commits the mails of concurrent sessions together: one transaction, one thread hop.
+
+    A session whose DATA ends while a commit is under way waits for the next
+    one, which takes every mail that came in meanwhile: under a burst from
+    several senders a commit carries several mails, and a lone sender's mail
+    goes in at once, alone. Each session still answers ``250`` only after the
+    commit that holds its mail. When a commit fails its mails are tried one by
+    one, so that a mail the database refuses costs only its own sender a ``451``.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._waiting: list[tuple[inbox.Delivery, asyncio.Future[inbox.Accepted]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    async def accept(self, delivery: inbox.Delivery) -> inbox.Accepted:
+        future: asyncio.Future[inbox.Accepted] = asyncio.get_running_loop().create_future()
+        self._waiting.append((delivery, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_waiting(), name="smtp-commit")
+        return await future
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            batch = self._waiting[:GROUP_COMMIT_MAX]
+            del self._waiting[:GROUP_COMMIT_MAX]
+            try:
+                await self._commit(batch)
+            except BaseException:  # cancelled at shutdown: nobody waiting gets a 250
+                for _, future in [*batch, *self._waiting]:
+                    future.cancel()
+                self._waiting.clear()
+                raise
+
+    @property
+    def waiting(self) -> int:
+        """Mails waiting for the next commit."""
+        return len(self._waiting)
+
+    async def _commit(
+        self, batch: list[tuple[inbox.Delivery, asyncio.Future[inbox.Accepted]]]
+    ) -> None:
+        try:
+            done = await asyncio.to_thread(
+                inbox.accept_deliveries, self.db, [delivery for delivery, _ in batch]
+            )
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=exc)
+                return
+            for one in batch:  # which of them was it?
+                await self._commit([one])
+            return
+        for (_, future), accepted in zip(batch, done, strict=True):
+            _settle(future, accepted)
+
+
+def _settle(
+    future: asyncio.Future[inbox.Accepted],
+    accepted: inbox.Accepted | None = None,
+    *,
+    error: Exception | None = None,
+) -> None:
+    if future.done():  # the session went away meanwhile; its mail is in all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(cast(inbox.Accepted, accepted))
+
+
 class InboxHandler:
     """The aiosmtpd handler: validates recipients and commits mail to the inbox."""
 
@@ -62,6 +139,7 @@ class InboxHandler:
         self.our_addresses = frozenset(a.lower() for a in our_addresses)
         self.max_recipients = max_recipients
         self.on_accepted = on_accepted
+        self.commits = GroupCommit(db)
 
     def is_ours(self, address: str) -> bool:
         """Our support address or an alias, also with a ``+tag`` in its local part."""
@@ -96,14 +174,14 @@ class InboxHandler:
         lmtp = isinstance(server, LMTP)
         source = "lmtp" if lmtp else "smtp"
         try:
-            accepted = await asyncio.to_thread(
-                inbox.accept,
-                self.db,
-                bytes(raw),
-                source=source,
-                # "<>" records the null sender of bounces ("" means unknown).
-                envelope_from=envelope.mail_from or "<>",
-                envelope_to=list(envelope.rcpt_tos),
+            accepted = await self.commits.accept(
+                inbox.Delivery(
+                    bytes(raw),
+                    source,
+                    # "<>" records the null sender of bounces ("" means unknown).
+                    envelope_from=envelope.mail_from or "<>",
+                    envelope_to=list(envelope.rcpt_tos),
+                )
             )
         except Exception as exc:  # nothing is acknowledged: the sender must retry
             log.error(

@@ -64,6 +64,16 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A mail handed to us by a listener, with its envelope."""
+
+    raw: bytes
+    source: str
+    envelope_from: str = ""
+    envelope_to: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class InboundItem:
     """A claimed inbound row, detached from any session."""
 
@@ -289,6 +299,21 @@ def accept_many(
     with db.begin() as conn:
         now = clock()
         return [_insert(conn, raw, source, "", (), now) for raw in raws]
+
+
+def accept_deliveries(
+    db: Database, deliveries: Sequence[Delivery], *, clock: Clock = utcnow
+) -> list[Accepted]:
+    """Commit mails that several listener sessions finished together, in one transaction.
+
+    The listener's group commit (``ingest.smtp``): nobody has had an answer
+    yet, so all or none is safe; on an error the listener tries them one by one.
+    """
+    with db.begin() as conn:
+        now = clock()
+        return [
+            _insert(conn, d.raw, d.source, d.envelope_from, d.envelope_to, now) for d in deliveries
+        ]
 
 
 def _insert(

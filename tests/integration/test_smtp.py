@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import pytest
 from sqlalchemy import text
 
 from mailbot.config import Settings
+from mailbot.errors import StorageUnavailableError
 from mailbot.ingest.smtp import InboxHandler, serve
 from mailbot.process import Pipeline
 from mailbot.store import inbox, schema
@@ -578,6 +581,72 @@ async def test_bare_lf_end_of_data_smuggling(
         assert b"MAIL FROM:<evil@attacker.example>" in raw
     else:
         assert rows == []
+
+
+# -- group commit: concurrent sessions share a transaction -------------------------------------
+
+
+@pytest.mark.parametrize("poisoned", [False, True], ids=["all-good", "one-refused"])
+async def test_sessions_ending_during_a_commit_share_the_next_one(
+    db: Database, start_listener: Start, monkeypatch: pytest.MonkeyPatch, poisoned: bool
+) -> None:
+    """Five mails that end DATA while a commit runs go in together; each gets its own answer.
+
+    When the database refuses one of them, the commit is tried mail by mail and
+    only that mail's sender gets ``451``.
+    """
+    entered, release = threading.Event(), threading.Event()
+    batches: list[int] = []
+    commit = inbox.accept_deliveries
+
+    def slow_first(db_: Database, deliveries: list[inbox.Delivery]) -> list[inbox.Accepted]:
+        batches.append(len(deliveries))
+        if len(batches) == 1:
+            entered.set()
+            assert release.wait(10)
+        if any(b"X-Poison: yes" in d.raw for d in deliveries):
+            raise StorageUnavailableError("refused")
+        return commit(db_, deliveries)
+
+    monkeypatch.setattr(inbox, "accept_deliveries", slow_first)
+    listener = await start_listener(db)
+    mails = [make_mail(subject=f"mail {n}") for n in range(6)]
+    if poisoned:
+        mails[3] = mails[3].replace(b"\r\n\r\n", b"\r\nX-Poison: yes\r\n\r\n", 1)
+
+    def send(raw: bytes) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", listener.port, timeout=30) as client:
+            client.ehlo_or_helo_if_needed()
+            client.mail(CUSTOMER)
+            client.rcpt(SUPPORT)
+            return client.data(raw)
+
+    # The clients get threads of their own: the loop's default executor runs the commits.
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=len(mails)) as clients:
+        first = loop.run_in_executor(clients, send, mails[0])
+        assert await asyncio.to_thread(entered.wait, 10)
+        others = [loop.run_in_executor(clients, send, raw) for raw in mails[1:]]
+        for _ in range(1000):
+            if listener.handler.commits.waiting == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert listener.handler.commits.waiting == 5
+        release.set()
+        answers = [await first] + [await task for task in others]
+
+    expected = [451 if poisoned and n == 3 else 250 for n in range(6)]
+    assert [code for code, _ in answers] == expected
+    assert batches == ([1, 5, 1, 1, 1, 1, 1] if poisoned else [1, 5])
+    stored = {
+        queued_id(reply): raw
+        for (code, reply), raw in zip(answers, mails, strict=True)
+        if code == 250
+    }
+    assert len(stored) == expected.count(250)
+    for inbound_id, raw in stored.items():
+        assert stored_raw(db, inbound_id) == raw
+    assert len(inbound_rows(db)) == len(stored)
 
 
 # -- B-43: database down -> 451, nothing acknowledged -----------------------------------------
