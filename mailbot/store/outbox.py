@@ -85,40 +85,52 @@ def enqueue(
     return int(_INSERT.execute(session.connection(), values).scalar_one())
 
 
+_READY = (
+    select(_outbound.c.id)
+    .where(
+        _outbound.c.status == OutboundStatus.pending.value,
+        or_(_outbound.c.next_attempt_at.is_(None), _outbound.c.next_attempt_at <= bindparam("now")),
+    )
+    .order_by(_outbound.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = Fast(
+    update(_outbound)
+    .where(_outbound.c.id == _READY)
+    .values(
+        status=OutboundStatus.sending.value,
+        attempts=_outbound.c.attempts + 1,
+        # While ``sending``, next_attempt_at holds the claim time (for recovery).
+        next_attempt_at=bindparam("claimed_at"),
+    )
+    .returning(
+        _outbound.c.id,
+        _outbound.c.message_id,
+        _outbound.c.sender,
+        _outbound.c.recipients,
+        _outbound.c.raw,
+        _outbound.c.attempts,
+        _outbound.c.created_at,
+    )
+)
+_SENT = Fast(
+    update(_outbound)
+    .where(_outbound.c.id == bindparam("outbound_id"))
+    .values(
+        status=OutboundStatus.sent.value,
+        sent_at=bindparam("sent_at"),
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+
+
 def claim(db: Database, *, clock: Clock = utcnow) -> OutboundItem | None:
     now = clock()
-    ready = (
-        select(col(Outbound.id))
-        .where(
-            col(Outbound.status) == OutboundStatus.pending.value,
-            or_(col(Outbound.next_attempt_at).is_(None), col(Outbound.next_attempt_at) <= now),
-        )
-        .order_by(col(Outbound.id))
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    stmt = (
-        update(Outbound)
-        .where(col(Outbound.id) == ready)
-        .values(
-            status=OutboundStatus.sending.value,
-            attempts=col(Outbound.attempts) + 1,
-            # While ``sending``, next_attempt_at holds the claim time (for recovery).
-            next_attempt_at=now,
-        )
-        .returning(
-            col(Outbound.id),
-            col(Outbound.message_id),
-            col(Outbound.sender),
-            col(Outbound.recipients),
-            col(Outbound.raw),
-            col(Outbound.attempts),
-            col(Outbound.created_at),
-        )
-    )
-    with db.transaction() as session:
-        row = session.execute(stmt).one_or_none()
+    with db.begin() as conn:
+        row = _CLAIM.execute(conn, {"now": now, "claimed_at": now}).one_or_none()
     if row is None:
         return None
     return OutboundItem(
@@ -138,14 +150,8 @@ def _set(db: Database, outbound_id: int, **values: Any) -> None:
 
 
 def mark_sent(db: Database, outbound_id: int, *, clock: Clock = utcnow) -> None:
-    _set(
-        db,
-        outbound_id,
-        status=OutboundStatus.sent.value,
-        sent_at=clock(),
-        last_error=None,
-        next_attempt_at=None,
-    )
+    with db.begin() as conn:
+        _SENT.execute(conn, {"outbound_id": outbound_id, "sent_at": clock()})
 
 
 def retry_later(
