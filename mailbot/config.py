@@ -93,6 +93,9 @@ class ParseSettings(_Section):
         le=8,
         description="Parser child processes of the pipeline; 0 parses in the worker itself.",
     )
+    timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for a parser child's answer before it is killed."
+    )
 
     def limits(self) -> ParseLimits:
         return ParseLimits(

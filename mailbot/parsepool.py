@@ -26,7 +26,9 @@ traceback as a note, and handled there as before (quarantine). A child that
 dies (a crash in the parser, the out-of-memory killer) fails the mails it
 held with a ``TransientError`` (tried again later, quarantined after
 ``inbox.max_attempts``); the next mail starts a new child. A parse that never
-ends would hold its worker: the parse limits are what prevents it.
+ends (a pathological input the limits do not catch) would hold its worker:
+when a worker has waited ``parse.timeout_seconds`` for an answer, the child
+is killed, which fails its mails the same way.
 """
 
 from __future__ import annotations
@@ -166,13 +168,35 @@ class _Child:
                 except (OSError, ValueError) as exc:
                     self.dead = f"{type(exc).__name__}: {exc}"
 
-    def answer(self, number: int) -> tuple[bool, object]:
-        with self.receiving:
-            while number not in self.answers:
-                if self.dead is not None:
-                    raise TransientError(f"the parser process died ({self.dead})")
-                self._receive()
-            return self.answers.pop(number)
+    def answer(self, number: int, timeout: float | None = None) -> tuple[bool, object]:
+        """The answer to request ``number``; the child is killed if none comes in ``timeout``."""
+        timer = None
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._stuck, (timeout,))
+            timer.daemon = True
+            timer.start()
+        try:
+            with self.receiving:
+                while number not in self.answers:
+                    if self.dead is not None:
+                        raise TransientError(f"the parser process died ({self.dead})")
+                    self._receive()
+                return self.answers.pop(number)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _stuck(self, timeout: float) -> None:
+        """No answer in time: a parse that does not end. Killing the child ends the wait."""
+        if self.process.poll() is not None:
+            return
+        self.dead = f"no answer within {timeout:g} s, killed"
+        log.warning(
+            "a parser process gave no answer within %g s; killed",
+            timeout,
+            extra={"action": "parse_process_killed", "pid": self.process.pid},
+        )
+        self.process.kill()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the child has loaded (its first frame); False if it died or timed out."""
@@ -231,14 +255,15 @@ class _Child:
 class Parsing:
     """A parse of one mail under way in a child; ``result`` waits for it."""
 
-    __slots__ = ("_child", "_number")
+    __slots__ = ("_child", "_number", "_timeout")
 
-    def __init__(self, child: _Child, number: int) -> None:
+    def __init__(self, child: _Child, number: int, timeout: float | None) -> None:
         self._child = child
         self._number = number
+        self._timeout = timeout
 
     def result(self) -> ParsedMessage:
-        ok, value = self._child.answer(self._number)
+        ok, value = self._child.answer(self._number, self._timeout)
         if ok:
             assert isinstance(value, ParsedMessage)
             return value
@@ -252,9 +277,13 @@ class Parsing:
 class ParsePool:
     """``processes`` parser children, started at the first mail and shared by all workers."""
 
-    def __init__(self, processes: int, limits: ParseLimits) -> None:
+    def __init__(
+        self, processes: int, limits: ParseLimits, *, timeout: float | None = None
+    ) -> None:
         self.processes = processes
         self.limits = limits
+        #: Longest wait for an answer before its child is killed (None: no limit).
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._children: list[_Child | None] = [None] * processes
         self._numbers = itertools.count(1)
@@ -282,7 +311,7 @@ class ParsePool:
             number = next(self._numbers)
             child = self._child(number % self.processes)
         child.send(number, raw)
-        return Parsing(child, number)
+        return Parsing(child, number, self.timeout)
 
     def _child(self, slot: int) -> _Child:
         child = self._children[slot]

@@ -107,7 +107,11 @@ class Pipeline:
         self.blobs = BlobStore(settings.attachment_dir)
         self.limits = settings.parse.limits()
         processes = settings.parse.processes
-        self.parsing = ParsePool(processes, self.limits) if processes else None
+        self.parsing = (
+            ParsePool(processes, self.limits, timeout=settings.parse.timeout_seconds)
+            if processes
+            else None
+        )
         #: Rows a worker keeps claimed ahead: the next mail's parse overlaps this one.
         self.read_ahead = 2 if self.parsing else 1
         self.key = key if key is not None else keyfile.load_or_create(settings.secret_key_path)

@@ -72,6 +72,50 @@ def test_every_fixture_mail_parses_as_in_place(pool: ParsePool) -> None:
         assert parsing.result() == parse(path.read_bytes(), ParseLimits()), path.name
 
 
+def test_a_child_that_gives_no_answer_in_time_is_killed_and_replaced() -> None:
+    """``parse.timeout_seconds``: a parse that never ends costs a retry, not a worker."""
+    raw = FIXTURES[0].read_bytes()
+    pool = ParsePool(1, ParseLimits(), timeout=0.5)
+    try:
+        pool.start(wait=True)
+        (stuck,) = pool.pids()
+        os.kill(stuck, signal.SIGSTOP)  # as good as a parse that never ends
+        raised: list[BaseException] = []
+
+        def wait() -> None:
+            try:
+                pool.submit(raw).result()
+            except BaseException as exc:
+                raised.append(exc)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        waiter.join(20)  # without the timeout it would wait for ever
+        assert not waiter.is_alive()
+        (error,) = raised
+        assert isinstance(error, TransientError)
+        assert "no answer within 0.5 s, killed" in str(error)
+        assert _gone(stuck)
+        assert pool.submit(raw).result() == parse(raw, ParseLimits())
+        assert pool.pids() != [stuck]
+    finally:
+        pool.close()
+
+
+def test_an_answer_in_time_cancels_the_timer() -> None:
+    raw = FIXTURES[0].read_bytes()
+    pool = ParsePool(1, ParseLimits(), timeout=2)
+    try:
+        for _ in range(3):
+            assert pool.submit(raw).result() == parse(raw, ParseLimits())
+        (pid,) = pool.pids()
+        time.sleep(2.5)  # a timer left running would kill the child now
+        assert pool.submit(raw).result() == parse(raw, ParseLimits())
+        assert pool.pids() == [pid]
+    finally:
+        pool.close()
+
+
 def test_what_the_parser_raises_comes_back_with_the_childs_traceback() -> None:
     pool = ParsePool(2, ParseLimits(max_parts=2))
     try:
