@@ -45,6 +45,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import asdict
 from typing import IO
@@ -155,6 +156,8 @@ class _Child:
         self.forgotten: set[int] = set()
         self.ready = threading.Event()
         self.dead: str | None = None
+        #: Request number -> when a worker began to wait for its answer.
+        self.waiting_since: dict[int, float] = {}
 
     def alive(self) -> bool:
         return self.dead is None and self.process.poll() is None
@@ -168,13 +171,8 @@ class _Child:
                 except (OSError, ValueError) as exc:
                     self.dead = f"{type(exc).__name__}: {exc}"
 
-    def answer(self, number: int, timeout: float | None = None) -> tuple[bool, object]:
-        """The answer to request ``number``; the child is killed if none comes in ``timeout``."""
-        timer = None
-        if timeout is not None:
-            timer = threading.Timer(timeout, self._stuck, (timeout,))
-            timer.daemon = True
-            timer.start()
+    def answer(self, number: int) -> tuple[bool, object]:
+        self.waiting_since[number] = time.monotonic()  # for the pool's watchdog
         try:
             with self.receiving:
                 while number not in self.answers:
@@ -183,11 +181,15 @@ class _Child:
                     self._receive()
                 return self.answers.pop(number)
         finally:
-            if timer is not None:
-                timer.cancel()
+            del self.waiting_since[number]
 
-    def _stuck(self, timeout: float) -> None:
-        """No answer in time: a parse that does not end. Killing the child ends the wait."""
+    def overdue(self, timeout: float) -> bool:
+        """Whether a worker has waited longer than ``timeout`` for an answer."""
+        since = list(self.waiting_since.values())
+        return bool(since) and time.monotonic() - min(since) > timeout
+
+    def kill_stuck(self, timeout: float) -> None:
+        """No answer in time: a parse that does not end. Killing the child ends the waits."""
         if self.process.poll() is not None:
             return
         self.dead = f"no answer within {timeout:g} s, killed"
@@ -255,15 +257,14 @@ class _Child:
 class Parsing:
     """A parse of one mail under way in a child; ``result`` waits for it."""
 
-    __slots__ = ("_child", "_number", "_timeout")
+    __slots__ = ("_child", "_number")
 
-    def __init__(self, child: _Child, number: int, timeout: float | None) -> None:
+    def __init__(self, child: _Child, number: int) -> None:
         self._child = child
         self._number = number
-        self._timeout = timeout
 
     def result(self) -> ParsedMessage:
-        ok, value = self._child.answer(self._number, self._timeout)
+        ok, value = self._child.answer(self._number)
         if ok:
             assert isinstance(value, ParsedMessage)
             return value
@@ -287,6 +288,8 @@ class ParsePool:
         self._lock = threading.Lock()
         self._children: list[_Child | None] = [None] * processes
         self._numbers = itertools.count(1)
+        self._closed = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     def start(self, *, wait: bool = False) -> None:
         """Start the children now rather than at the first mail (they take a moment to load).
@@ -311,7 +314,7 @@ class ParsePool:
             number = next(self._numbers)
             child = self._child(number % self.processes)
         child.send(number, raw)
-        return Parsing(child, number, self.timeout)
+        return Parsing(child, number)
 
     def _child(self, slot: int) -> _Child:
         child = self._children[slot]
@@ -325,7 +328,19 @@ class ParsePool:
                 child.dead = child.dead or "exited"
                 child.close(wait=0)
             child = self._children[slot] = _Child(self.limits)
+            if self.timeout is not None and self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch, args=(self.timeout,), name="parse-watchdog", daemon=True
+                )
+                self._watchdog.start()
         return child
+
+    def _watch(self, timeout: float) -> None:
+        """The watchdog: kill a child that keeps a worker waiting longer than ``timeout``."""
+        while not self._closed.wait(min(1.0, timeout / 4)):
+            for child in list(self._children):
+                if child is not None and child.dead is None and child.overdue(timeout):
+                    child.kill_stuck(timeout)
 
     def loaded(self) -> bool:
         """Whether every child has started and loaded the parser."""
@@ -338,8 +353,13 @@ class ParsePool:
             return [c.process.pid for c in self._children if c is not None]
 
     def close(self) -> None:
+        self._closed.set()
         with self._lock:
             children, self._children = self._children, [None] * self.processes
+            watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.join()
+        self._closed = threading.Event()  # a pool used again gets a new watchdog
         for child in children:
             if child is not None:
                 child.close()
