@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
@@ -72,10 +72,13 @@ class Result:
 class Fast:
     """A statement run through the driver directly; build once, at import time."""
 
-    __slots__ = ("_plans", "statement")
+    __slots__ = ("_plans", "prepare", "statement")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, *, prepare: bool = True) -> None:
         self.statement = statement
+        #: False: PostgreSQL plans each execution afresh instead of keeping a prepared
+        #: plan (psycopg prepares a statement run five times on a connection).
+        self.prepare = prepare
         self._plans: dict[tuple[str, tuple[str, ...]], _Plan | None] = {}
 
     def execute(self, conn: Connection, params: Params | Sequence[Params]) -> Result:
@@ -97,6 +100,8 @@ class Fast:
         try:
             if many:
                 cursor.executemany(plan.sql, driver_params)
+            elif not self.prepare and conn.dialect.driver == "psycopg":
+                cast(Any, cursor).execute(plan.sql, driver_params[0], prepare=False)
             else:
                 cursor.execute(plan.sql, driver_params[0])
             rows: list[tuple[Any, ...]] = []

@@ -176,8 +176,14 @@ def _claim_statement(*, skip_locked: bool, charge: bool = True) -> Update:
     )
 
 
+#: Never a prepared plan on PostgreSQL: one made while the inbox was nearly empty
+#: (a fresh install, the first mails of a burst) stays with the connection, and
+#: walked the whole inbox for each claim once thousands of rows had come in
+#: (seconds per claim; docs/performance.md). Planning it afresh costs ~1.5 ms.
 _CLAIM = {
-    (dialect, charge): Fast(_claim_statement(skip_locked=dialect == "postgresql", charge=charge))
+    (dialect, charge): Fast(
+        _claim_statement(skip_locked=dialect == "postgresql", charge=charge), prepare=False
+    )
     for dialect in ("sqlite", "postgresql")
     for charge in (True, False)
 }

@@ -169,3 +169,23 @@ def test_driver_errors_are_sqlalchemy_errors(db: Database) -> None:
     # The failed transactions left nothing behind and the connection still works.
     with db.begin() as conn:
         assert conn.execute(select(_ticket.c.number)).scalars().all() == [1]
+
+
+@pytest.mark.parametrize("prepare", [True, False], ids=["prepared", "planned-each-time"])
+def test_a_statement_can_refuse_a_prepared_plan(db: Database, prepare: bool) -> None:
+    """``prepare=False``: PostgreSQL never keeps a plan of it (the inbox claim's case)."""
+    if not db.is_postgres:
+        pytest.skip("SQLite has no server-side plans to keep")
+    marker = f"prepare_{prepare}".lower()
+    stmt = Fast(
+        select(_ticket.c.id.label(marker)).where(_ticket.c.id == bindparam("id")),
+        prepare=prepare,
+    )
+    with db.begin() as conn:
+        for n in range(10):  # psycopg prepares what runs five times
+            assert stmt.execute(conn, {"id": n}).rows == []
+        kept = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %(m)s",
+            {"m": f"%{marker}%"},
+        ).scalar_one()
+    assert kept == (1 if prepare else 0)
