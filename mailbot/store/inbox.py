@@ -302,9 +302,7 @@ def accept_many(
     All or none: nothing has been acknowledged to anyone before the commit, and
     an import run again skips what is already in (the same dedupe as ``accept``).
     """
-    with db.begin() as conn:
-        now = clock()
-        return [_insert(conn, raw, source, "", (), now) for raw in raws]
+    return accept_deliveries(db, [Delivery(raw, source) for raw in raws], clock=clock)
 
 
 def accept_deliveries(
