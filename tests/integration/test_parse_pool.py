@@ -197,21 +197,44 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
 # -- in the pipeline ----------------------------------------------------------------------
 
 
+PooledFactory = Callable[..., Pipeline]
+
+
 @pytest.fixture
-def pooled(
+def make_pooled(
     db: Database, settings_for: Callable[..., Settings], tmp_path: Path
-) -> Iterator[Pipeline]:
+) -> Iterator[PooledFactory]:
+    """Pipelines with one parser child and no rules, with ``parse`` settings of the test's."""
     (tmp_path / "no-rules.yaml").write_text("[]\n")
-    settings = settings_for(
-        parse={"processes": 1},
-        inbox={"max_attempts": 3, "retry_seconds": 30},
-        rules_file=str(tmp_path / "no-rules.yaml"),
-    )
-    pipeline = Pipeline(db, settings, clock=FakeClock())
+    made: list[Pipeline] = []
+
+    def make(**parse: object) -> Pipeline:
+        settings = settings_for(
+            parse={"processes": 1, **parse},
+            inbox={"max_attempts": 3, "retry_seconds": 30},
+            rules_file=str(tmp_path / "no-rules.yaml"),
+        )
+        made.append(Pipeline(db, settings, clock=FakeClock()))
+        return made[-1]
+
     try:
-        yield pipeline
+        yield make
     finally:
-        pipeline.close()
+        for pipeline in made:
+            pipeline.close()
+
+
+@pytest.fixture
+def pooled(make_pooled: PooledFactory) -> Pipeline:
+    return make_pooled()
+
+
+def _accept_topics(db: Database, count: int) -> list[inbox.Accepted]:
+    """``count`` new mails, each from its own sender (so none waits for another)."""
+    return [
+        inbox.accept(db, make_mail(f"topic {n}", sender=f"c{n}@example.com")[0], source="smtp")
+        for n in range(count)
+    ]
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -228,10 +251,7 @@ def test_a_pooled_pipeline_keeps_every_conversation_on_its_ticket(
 def test_a_pooled_worker_holds_two_mails_ahead_and_gives_them_back(
     db: Database, pooled: Pipeline
 ) -> None:
-    ids = [
-        inbox.accept(db, make_mail(f"topic {n}", sender=f"c{n}@example.com")[0], source="smtp")
-        for n in range(5)
-    ]
+    ids = _accept_topics(db, 5)
     worker = pooled.worker()
     first = worker.step()
     assert first is not None
@@ -256,10 +276,7 @@ def test_a_pooled_worker_holds_two_mails_ahead_and_gives_them_back(
 def test_a_worker_killed_while_holding_counts_no_try_against_the_row_further_ahead(
     db: Database, pooled: Pipeline
 ) -> None:
-    ids = [
-        inbox.accept(db, make_mail(f"topic {n}", sender=f"c{n}@example.com")[0], source="smtp")
-        for n in range(4)
-    ]
+    ids = _accept_topics(db, 4)
     worker = pooled.worker()
     assert worker.step() is not None
     # The worker dies here, holding rows 2 and 3; the next start takes its claims back.
@@ -269,13 +286,9 @@ def test_a_worker_killed_while_holding_counts_no_try_against_the_row_further_ahe
 
 
 def test_a_held_row_after_a_failed_mail_is_counted_on_its_own(
-    db: Database, settings_for: Callable[..., Settings], tmp_path: Path
+    db: Database, make_pooled: PooledFactory
 ) -> None:
-    (tmp_path / "no-rules.yaml").write_text("[]\n")
-    settings = settings_for(
-        parse={"processes": 1, "max_parts": 2}, rules_file=str(tmp_path / "no-rules.yaml")
-    )
-    pipeline = Pipeline(db, settings, clock=FakeClock())
+    pipeline = make_pooled(max_parts=2)
     bomb = (EMAILS / "store-attachments.eml").read_bytes()
     mails = [make_mail("a")[0], bomb, make_mail("c", sender="c@example.com")[0]]
     ids = [inbox.accept(db, raw, source="smtp").inbound_id for raw in mails]
@@ -284,25 +297,17 @@ def test_a_held_row_after_a_failed_mail_is_counted_on_its_own(
         outcomes = [r.outcome for r in iter(worker.step, None)]
     finally:
         worker.release()
-        pipeline.close()
     assert outcomes == ["created", "quarantined", "created"]
     assert [inbound_row(db, i).attempts for i in ids] == [1, 1, 1]
 
 
 def test_a_mail_the_parser_rejects_is_quarantined_through_the_pool(
-    db: Database, settings_for: Callable[..., Settings], tmp_path: Path
+    db: Database, make_pooled: PooledFactory
 ) -> None:
-    (tmp_path / "no-rules.yaml").write_text("[]\n")
-    settings = settings_for(
-        parse={"processes": 1, "max_parts": 2}, rules_file=str(tmp_path / "no-rules.yaml")
-    )
-    pipeline = Pipeline(db, settings, clock=FakeClock())
-    try:
-        bomb = inbox.accept(db, (EMAILS / "store-attachments.eml").read_bytes(), source="smtp")
-        fine = inbox.accept(db, make_mail("plain")[0], source="smtp")
-        results = {r.inbound_id: r for r in pipeline.drain()}
-    finally:
-        pipeline.close()
+    pipeline = make_pooled(max_parts=2)
+    bomb = inbox.accept(db, (EMAILS / "store-attachments.eml").read_bytes(), source="smtp")
+    fine = inbox.accept(db, make_mail("plain")[0], source="smtp")
+    results = {r.inbound_id: r for r in pipeline.drain()}
     assert results[bomb.inbound_id].outcome == "quarantined"
     assert "max_parts" in (results[bomb.inbound_id].error or "")
     assert results[fine.inbound_id].outcome == "created"
