@@ -113,7 +113,10 @@ _CLAIM = Fast(
         _outbound.c.raw,
         _outbound.c.attempts,
         _outbound.c.created_at,
-    )
+    ),
+    # Planned for each run on PostgreSQL, like the inbox claim (``inbox._CLAIM``):
+    # a prepared plan made on a nearly empty table can walk the whole table later.
+    prepare=False,
 )
 _SENT = Fast(
     update(_outbound)
