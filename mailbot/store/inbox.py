@@ -290,8 +290,8 @@ def accept(
     Raises StorageUnavailableError (a TransientError) when the database cannot
     take it; the caller must then answer "try again later".
     """
-    with db.begin() as conn:
-        return _insert(conn, raw, source, envelope_from, envelope_to, clock())
+    delivery = Delivery(raw, source, envelope_from, envelope_to)
+    return accept_deliveries(db, [delivery], clock=clock)[0]
 
 
 def accept_many(
